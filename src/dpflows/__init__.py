@@ -1,0 +1,31 @@
+"""dpflows: particle flows on probability measures in JAX, several with differential-privacy guarantees.
+
+Public surface: the state (:class:`Particles`, :func:`resample`), the flow interface
+(:class:`AbstractFlow`), the runtime (:func:`run`, :func:`sweep`, :func:`stack`, :class:`Trace`) and
+the method modules as namespaces (``dpflows.langevin``, ``dpflows.potentials``, ...).
+"""
+
+from . import langevin, metrics, potentials
+from ._checkpoint import CheckpointError, ResumeMismatchError
+from .flow import AbstractFlow, FlowError, Trace, as_sampling_algorithm, run, stack, sweep
+from .particles import Particles, resample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractFlow",
+    "CheckpointError",
+    "FlowError",
+    "Particles",
+    "ResumeMismatchError",
+    "Trace",
+    "__version__",
+    "as_sampling_algorithm",
+    "langevin",
+    "metrics",
+    "potentials",
+    "resample",
+    "run",
+    "stack",
+    "sweep",
+]

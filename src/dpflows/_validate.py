@@ -1,0 +1,114 @@
+"""Argument checks shared by every public entry point.
+
+All messages read alike: ``<name> must be <condition>, got <value>``, and say what would work.
+Checks on concrete values skip tracers (a flow may be built under ``vmap`` or ``jit``) and reduce
+with ``all`` so that stacked hyper-parameters are checked elementwise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def is_concrete(value: Any) -> bool:
+    """True if ``value`` holds no tracer (so its numbers can be read in Python)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(value))
+
+
+def _show(value: Any) -> str:
+    arr = np.asarray(value)
+    if arr.size <= 6:
+        return repr(arr.tolist()) if arr.ndim else repr(arr.item())
+    return f"array of shape {arr.shape} (min {arr.min():.4g}, max {arr.max():.4g})"
+
+
+def positive(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    """Raise ``ValueError`` naming ``name`` unless every entry of ``value`` is finite and > 0.
+
+    With ``allow_zero`` the condition is ≥ 0. Tracers are skipped.
+    """
+    if value is None or not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.number):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    bad = ~np.isfinite(arr) | ((arr < 0) if allow_zero else (arr <= 0))
+    if np.any(bad):
+        cond = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {cond}, got {_show(value)}")
+
+
+def in_open_interval(name: str, value: Any, low: float, high: float) -> None:
+    """Raise ``ValueError`` unless ``low < value < high`` elementwise (tracers are skipped)."""
+    if value is None or not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if np.any(~np.isfinite(arr) | (arr <= low) | (arr >= high)):
+        raise ValueError(f"{name} must lie in ({low}, {high}), got {_show(value)}")
+
+
+def in_closed_interval(name: str, value: Any, low: float, high: float) -> None:
+    """Raise ``ValueError`` unless ``low ≤ value ≤ high`` elementwise (tracers are skipped)."""
+    if value is None or not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if np.any(~np.isfinite(arr) | (arr < low) | (arr > high)):
+        raise ValueError(f"{name} must lie in [{low}, {high}], got {_show(value)}")
+
+
+def positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
+    """Return ``value`` as an ``int`` or raise naming ``name`` (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        cond = ">= 0" if allow_zero else ">= 1"
+        raise ValueError(f"{name} must be {cond}, got {value}")
+    return int(value)
+
+
+def one_of(name: str, value: Any, options: tuple[Any, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+
+
+def floating_array(name: str, value: Any, *, min_ndim: int = 0) -> jax.Array:
+    """Convert ``value`` to a floating JAX array, naming ``name`` if it is not numeric.
+
+    Integer input is converted to the default float dtype; complex and object input is refused.
+    """
+    if isinstance(value, jax.Array):
+        arr = value
+    else:
+        try:
+            np_arr = np.asarray(value)
+        except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
+            raise TypeError(f"{name} must be an array, got {type(value).__name__}") from err
+        if np_arr.dtype == object or not np.issubdtype(np_arr.dtype, np.number):
+            raise TypeError(f"{name} must be a numeric array, got dtype {np_arr.dtype}")
+        arr = jnp.asarray(np_arr)
+    if jnp.issubdtype(arr.dtype, jnp.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    if not jnp.issubdtype(arr.dtype, jnp.floating):
+        arr = arr.astype(jnp.result_type(float))
+    if arr.ndim < min_ndim:
+        raise ValueError(f"{name} must have at least {min_ndim} dimensions, got shape {arr.shape}")
+    return arr
+
+
+def finite(name: str, value: jax.Array) -> jax.Array:
+    """Fail if ``value`` has NaN or inf: a Python ``ValueError`` when concrete, else ``eqx.error_if``.
+
+    Returns ``value`` (use the return value inside ``jit`` or the check disappears).
+    """
+    if is_concrete(value):
+        if not bool(jnp.all(jnp.isfinite(value))):
+            bad = int(jnp.sum(~jnp.isfinite(value)))
+            raise ValueError(f"{name} must be finite, got {bad} NaN/inf entries")
+        return value
+    return eqx.error_if(value, ~jnp.all(jnp.isfinite(value)), f"{name} must be finite (NaN/inf found)")

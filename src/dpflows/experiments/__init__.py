@@ -1,0 +1,14 @@
+"""Experiment kinds, each driven by a config: ``dpflows run configs/X.yaml --out runs/X``.
+
+A config is a flat mapping: ``experiment`` (the kind), ``seed``, and the keyword arguments of the
+kind's config dataclass. Unknown keys are errors naming the key. A kind is registered by the module
+that owns it with :func:`register`; experiments use only what ``dpflows`` exports.
+"""
+
+from __future__ import annotations
+
+# Importing a module registers its experiments.
+from . import langevin_gaussian  # noqa: E402, F401  (registration side effect)
+from ._registry import Experiment, RunContext, get, load_config, names, register, run_experiment
+
+__all__ = ["Experiment", "RunContext", "get", "load_config", "names", "register", "run_experiment"]

@@ -1,0 +1,91 @@
+"""Shared test helpers: tree comparisons, closed-form targets and the registry of public flows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from dpflows import AbstractFlow, Particles
+from dpflows.langevin import ULA
+from dpflows.potentials import GaussianPotential
+
+
+def tree_allclose(a, b, *, rtol=1e-5, atol=1e-8) -> bool:
+    """All leaves equal in structure and close in value."""
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    if ta != tb:
+        return False
+    return all(np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol) for x, y in zip(la, lb, strict=True))
+
+
+def max_abs_diff(a, b) -> float:
+    return max(
+        float(jnp.max(jnp.abs(x - y)))
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True)
+    )
+
+
+def gaussian_target(dim: int = 2, dtype=jnp.float32) -> GaussianPotential:
+    """A fixed, rotated anisotropic Gaussian (eigenvalues of the precision 1 and 4)."""
+    angle = 0.3
+    rot = jnp.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=dtype)
+    precision = rot @ jnp.diag(jnp.array([1.0, 4.0], dtype=dtype)) @ rot.T
+    if dim != 2:
+        precision = jnp.eye(dim, dtype=dtype) + 0.1 * jnp.ones((dim, dim), dtype=dtype)
+    mean = jnp.arange(dim, dtype=dtype) * 0.5 + 1.0
+    return GaussianPotential(mean, 0.5 * (precision + precision.T))
+
+
+def quadratic_bowl(x):
+    """V(x) = ½‖x‖² + ¼ Σ xᵢ⁴, a module-level non-Gaussian potential (autodiff gradient)."""
+    return 0.5 * jnp.sum(x**2) + 0.25 * jnp.sum(x**4)
+
+
+@dataclass(frozen=True)
+class FlowCase:
+    """One registry entry: how to build a tiny flow, its initial positions, and a swept field."""
+
+    name: str
+    make: Callable[..., AbstractFlow]  # make(dtype=..., **hyper) -> flow
+    hyper: dict  # hyper-parameter values for a second member of a sweep
+    event_shape: tuple[int, ...] = (2,)
+    num_particles: int = 16
+
+    def positions(self, key, dtype=jnp.float32):
+        return jr.normal(key, (self.num_particles, *self.event_shape), dtype=dtype)
+
+
+def _ula(dtype=jnp.float32, step_size=0.05):
+    return ULA(gaussian_target(dtype=dtype), step_size=jnp.asarray(step_size, dtype))
+
+
+def _ula_autodiff(dtype=jnp.float32, step_size=0.02):
+    return ULA(quadratic_bowl, step_size=jnp.asarray(step_size, dtype))
+
+
+# Every public flow at tiny size: a new flow earns the conformance suite by adding one line here.
+FLOWS = [
+    FlowCase("ula_gaussian", _ula, {"step_size": 0.1}),
+    FlowCase("ula_autodiff", _ula_autodiff, {"step_size": 0.04}),
+]
+
+
+class NoiseFlow(AbstractFlow):
+    """Test flow: x ← a·x + ξ; reports the raw noise so tests can compare draws bitwise."""
+
+    a: jax.Array = eqx.field(converter=jnp.asarray)
+
+    def init(self, x, logw=None):
+        return Particles.create(x, logw)
+
+    def step(self, state, key):
+        noise = jr.normal(key, state.x.shape, dtype=state.x.dtype)
+        x = self.a.astype(state.x.dtype) * state.x + noise
+        return eqx.tree_at(lambda s: s.x, state, x), {"noise": noise}

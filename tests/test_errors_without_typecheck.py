@@ -1,0 +1,41 @@
+"""Our own error messages, as users see them (no jaxtyping import hook in this subprocess)."""
+
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent(
+    """
+    import jax.numpy as jnp, jax.random as jr
+    import dpflows
+    from dpflows.langevin import ULA
+    from dpflows.potentials import GaussianPotential
+
+    flow = ULA(GaussianPotential(jnp.zeros(2), jnp.eye(2)), step_size=0.1)
+    state = flow.init(jnp.zeros((4, 2)))
+    cases = [
+        (lambda: dpflows.run(flow, state, 0, 5), "key must be a PRNG key"),
+        (lambda: dpflows.run(flow, state, jr.key(0), 2.5), "num_steps must be an int"),
+        (lambda: dpflows.run(flow, state.x, jr.key(0), 5), "state must be a dpflows.Particles"),
+        (lambda: dpflows.run(None, state, jr.key(0), 5), "flow must be a dpflows.AbstractFlow"),
+        (lambda: ULA(3.0, step_size=0.1), "potential must be callable"),
+        (lambda: dpflows.Particles(x=jnp.zeros((3, 2)), logw=jnp.zeros(2), v=jnp.zeros((3, 2)), t=jnp.zeros(())),
+         "logw must have shape"),
+        (lambda: dpflows.sweep([flow], state, jr.key(0), 5, state_in_axes=1), "state_in_axes must be None or 0"),
+    ]
+    for fn, expected in cases:
+        try:
+            fn()
+        except (TypeError, ValueError) as err:
+            assert expected in str(err), (expected, str(err))
+        else:
+            raise AssertionError(f"no error for {expected!r}")
+    print("ok", len(cases))
+    """
+)
+
+
+def test_error_messages_name_the_argument():
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "ok 7"
