@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import jax  # noqa: E402
 
-BENCHMARKS = ["bench_runtime"]
+BENCHMARKS = ["bench_runtime", "bench_privacy"]
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ Public surface: the state (:class:`Particles`, :func:`resample`), the flow inter
 the method modules as namespaces (``dpflows.langevin``, ``dpflows.potentials``, ...).
 """
 
-from . import langevin, metrics, potentials
+from . import langevin, metrics, potentials, privacy
 from ._checkpoint import CheckpointError, ResumeMismatchError
 from .flow import AbstractFlow, FlowError, Trace, as_sampling_algorithm, run, stack, sweep
 from .particles import Particles, resample
@@ -24,6 +24,7 @@ __all__ = [
     "langevin",
     "metrics",
     "potentials",
+    "privacy",
     "resample",
     "run",
     "stack",

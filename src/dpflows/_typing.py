@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
+Real: TypeAlias = float | int  # a Python number: int is accepted where a float is meant
 Scalar: TypeAlias = Float[Array, ""]
 ScalarLike: TypeAlias = float | int | Float[Array, ""]
 Info: TypeAlias = dict[str, Array]
@@ -25,6 +26,7 @@ __all__ = [
     "PRNGKeyArray",
     "PyTree",
     "PyTreeAny",
+    "Real",
     "Scalar",
     "ScalarLike",
 ]

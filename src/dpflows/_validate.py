@@ -107,8 +107,9 @@ def finite(name: str, value: jax.Array) -> jax.Array:
     Returns ``value`` (use the return value inside ``jit`` or the check disappears).
     """
     if is_concrete(value):
-        if not bool(jnp.all(jnp.isfinite(value))):
-            bad = int(jnp.sum(~jnp.isfinite(value)))
-            raise ValueError(f"{name} must be finite, got {bad} NaN/inf entries")
+        # NumPy, not jnp: inside jit a closed-over concrete array still yields traced jnp results.
+        arr = np.asarray(value)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite, got {int(np.sum(~np.isfinite(arr)))} NaN/inf entries")
         return value
     return eqx.error_if(value, ~jnp.all(jnp.isfinite(value)), f"{name} must be finite (NaN/inf found)")

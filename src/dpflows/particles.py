@@ -104,9 +104,11 @@ class Particles(eqx.Module):
             if logw.shape != (n,):
                 raise ValueError(f"logw must have shape (n,) = ({n},) to match x, got {logw.shape}")
             if _validate.is_concrete(logw):
-                if bool(jnp.any(jnp.isnan(logw) | (logw == jnp.inf))):
+                lw = np.asarray(logw, dtype=np.float64)  # NumPy: stays concrete even inside jit
+                if np.any(np.isnan(lw) | (lw == np.inf)):
                     raise ValueError("logw must not contain NaN or +inf (use -inf for zero weight)")
-                total = float(jnp.exp(logsumexp(logw)))
+                finite_lw = lw[np.isfinite(lw)]
+                total = float(np.exp(np.logaddexp.reduce(finite_lw))) if finite_lw.size else 0.0
                 if normalise:
                     if not total > 0:
                         raise ValueError("logw must give some particle a positive weight")
@@ -135,7 +137,7 @@ class Particles(eqx.Module):
     def from_weights(cls, x: Any, weights: Any, **kwargs: Any) -> Particles:
         """Cloud from non-negative weights summing to one (zero weights allowed)."""
         w = _validate.floating_array("weights", weights)
-        if _validate.is_concrete(w) and bool(jnp.any(~jnp.isfinite(w) | (w < 0))):
+        if _validate.is_concrete(w) and np.any(~np.isfinite(np.asarray(w)) | (np.asarray(w) < 0)):
             raise ValueError("weights must be finite and >= 0")
         with np.errstate(divide="ignore"):
             logw = jnp.log(w)
