@@ -5,7 +5,7 @@ Public surface: the state (:class:`Particles`, :func:`resample`), the flow inter
 the method modules as namespaces (``dpflows.langevin``, ``dpflows.potentials``, ...).
 """
 
-from . import langevin, metrics, potentials, privacy
+from . import langevin, metrics, ot, potentials, privacy
 from ._checkpoint import CheckpointError, ResumeMismatchError
 from .flow import AbstractFlow, FlowError, Trace, as_sampling_algorithm, run, stack, sweep
 from .particles import Particles, resample
@@ -23,6 +23,7 @@ __all__ = [
     "as_sampling_algorithm",
     "langevin",
     "metrics",
+    "ot",
     "potentials",
     "privacy",
     "resample",
