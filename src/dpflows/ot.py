@@ -249,6 +249,15 @@ def _problem(x, y, a, b, epsilon, cost):
     return x, y, a, b, jnp.asarray(epsilon, x.dtype)
 
 
+def _solver_args(max_iterations, threshold, check_every, epsilon_scaling) -> tuple[int, int]:
+    max_iterations = _validate.positive_int("max_iterations", max_iterations)
+    check_every = _validate.positive_int("check_every", check_every)
+    _validate.positive("threshold", threshold)
+    if epsilon_scaling is not None:
+        _validate.in_open_interval("epsilon_scaling", epsilon_scaling, 0.0, 1.0)
+    return max_iterations, check_every
+
+
 def _warn_if_unconverged(result_converged, error, epsilon, what):
     if _validate.is_concrete(result_converged) and not bool(np.all(np.asarray(result_converged))):
         warnings.warn(
@@ -278,11 +287,14 @@ def entropic_ot(
     """Entropic OT_ε(μ, ν) = min_π ⟨C, π⟩ + ε KL(π ‖ a⊗b), with potentials and convergence report.
 
     Args:
-        x: (n, d) support of μ. y: (m, d) support of ν.
-        a: weights of μ (uniform if None; zeros allowed; must sum to 1). b: weights of ν.
+        x: (n, d) support of μ.
+        y: (m, d) support of ν.
+        a: weights of μ (uniform if None; zeros allowed; must sum to 1).
+        b: weights of ν (same rules).
         epsilon: ε > 0 (absolute, in units of the cost).
         cost: ``"sqeuclidean"`` (½‖x−y‖²) or ``"l1"``.
-        max_iterations: iteration budget. threshold: L1 marginal error to stop at.
+        max_iterations: iteration budget.
+        threshold: L1 marginal error to stop at.
         check_every: iterations between error checks (the lockstep chunk).
         epsilon_scaling: if set (e.g. 0.9), anneal ε geometrically per iteration from max C down
             to ``epsilon`` before checking convergence (needed for ε ≲ 1e-3 on unit-scale data).
@@ -294,11 +306,7 @@ def entropic_ot(
         :class:`OTResult`.
     """
     x, y, a, b, eps = _problem(x, y, a, b, epsilon, cost)
-    max_iterations = _validate.positive_int("max_iterations", max_iterations)
-    check_every = _validate.positive_int("check_every", check_every)
-    _validate.positive("threshold", threshold)
-    if epsilon_scaling is not None:
-        _validate.in_open_interval("epsilon_scaling", epsilon_scaling, 0.0, 1.0)
+    max_iterations, check_every = _solver_args(max_iterations, threshold, check_every, epsilon_scaling)
     if init is None:
         f0, g0 = jnp.zeros(x.shape[:1], x.dtype), jnp.zeros(y.shape[:1], x.dtype)
     else:
@@ -375,11 +383,7 @@ def sinkhorn_divergence(
     at 0 (round-off makes S_ε(x, x) ≈ −1e-7 otherwise); gradients are those of the unclamped value.
     """
     x, y, a, b, eps = _problem(x, y, a, b, epsilon, cost)
-    max_iterations = _validate.positive_int("max_iterations", max_iterations)
-    check_every = _validate.positive_int("check_every", check_every)
-    _validate.positive("threshold", threshold)
-    if epsilon_scaling is not None:
-        _validate.in_open_interval("epsilon_scaling", epsilon_scaling, 0.0, 1.0)
+    max_iterations, check_every = _solver_args(max_iterations, threshold, check_every, epsilon_scaling)
     if init is None:
         init = (
             jnp.zeros(x.shape[:1], x.dtype),

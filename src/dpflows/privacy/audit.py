@@ -218,6 +218,13 @@ def _run(mechanism: Callable, d, key, num_trials: int, statistic: Callable | Non
     return np.asarray(fn(jr.split(key, num_trials)))
 
 
+def _scores_of(mechanism, d0, d1, key, num_trials, statistic):
+    """Scores of ``num_trials`` runs on each neighbour, with independent keys per side."""
+    num_trials = _validate.positive_int("num_trials", num_trials)
+    k0, k1 = jr.split(key)
+    return _run(mechanism, d0, k0, num_trials, statistic), _run(mechanism, d1, k1, num_trials, statistic)
+
+
 def audit_epsilon(
     mechanism: Callable,
     d0: Any,
@@ -249,10 +256,7 @@ def audit_epsilon(
         claimed_epsilon: if given, raise :class:`PrivacyAuditError` when the bound exceeds it.
         name: used in messages.
     """
-    num_trials = _validate.positive_int("num_trials", num_trials)
-    k0, k1 = jr.split(key)
-    s0 = _run(mechanism, d0, k0, num_trials, statistic)
-    s1 = _run(mechanism, d1, k1, num_trials, statistic)
+    s0, s1 = _scores_of(mechanism, d0, d1, key, num_trials, statistic)
     result = audit_epsilon_scores(
         s0, s1, threshold=threshold, alpha=alpha, delta=delta, name=name or getattr(mechanism, "__name__", "mechanism")
     )
@@ -273,10 +277,7 @@ def audit_mu(
     name: str | None = None,
 ) -> AuditResult:
     """Audit a Gaussian-type mechanism for μ-GDP: a lower bound on μ (see :func:`audit_epsilon`)."""
-    num_trials = _validate.positive_int("num_trials", num_trials)
-    k0, k1 = jr.split(key)
-    s0 = _run(mechanism, d0, k0, num_trials, statistic)
-    s1 = _run(mechanism, d1, k1, num_trials, statistic)
+    s0, s1 = _scores_of(mechanism, d0, d1, key, num_trials, statistic)
     result = audit_mu_scores(
         s0, s1, threshold=threshold, alpha=alpha, name=name or getattr(mechanism, "__name__", "mechanism")
     )
