@@ -172,6 +172,18 @@ def test_ragged_clouds_by_zero_weight_padding(key):
         np.testing.assert_allclose(batched[i], ot.sinkhorn_divergence(x, ys[i, :k], epsilon=0.1).value, rtol=1e-4)
 
 
+@pytest.mark.parametrize("method", ["stabilized", "log"])
+def test_both_methods_reach_the_same_fixed_point(key, method, x64):
+    x = jr.normal(key, (50, 2), dtype=jnp.float64)
+    y = jr.normal(jr.fold_in(key, 1), (40, 2), dtype=jnp.float64) + 0.5
+    a = jnp.full((50,), 1 / 49).at[3].set(0.0)  # zero weight in the stabilized path too
+    ref = ot.entropic_ot(x, y, a, epsilon=0.05, threshold=1e-11, max_iterations=50_000, method="log")
+    res = ot.entropic_ot(x, y, a, epsilon=0.05, threshold=1e-11, max_iterations=50_000, method=method)
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-10)
+    np.testing.assert_allclose(res.plan(), ref.plan(), atol=1e-10)
+    assert bool(jnp.all(jnp.isfinite(res.f)))  # finite potential even at the zero-weight point
+
+
 def test_warm_start_needs_fewer_iterations(key):
     x = jr.normal(key, (128, 2))
     y = jr.normal(jr.fold_in(key, 1), (128, 2)) + 1.0
