@@ -144,13 +144,65 @@ def _g_update(f, c, log_a, eps):
     return -eps * logsumexp(log_a[:, None] + (f[:, None] - c) / eps, axis=0)
 
 
-def _marginal_error(f, g, c, a, log_a, log_b, eps):
-    log_row = log_a + (f + _f_update(g, c, log_b, eps) * -1.0) / eps  # log Σ_j π_ij = log a_i + (f_i − f̃_i)/ε
-    return jnp.sum(jnp.abs(jnp.exp(log_row) - a))
+class _DenseOps:
+    """Log-domain half-steps on a materialised cost matrix."""
+
+    def __init__(self, c, log_a, log_b):
+        self.c, self.log_a, self.log_b = c, log_a, log_b
+
+    def f_update(self, g, e):
+        return _f_update(g, self.c, self.log_b, e)
+
+    def g_update(self, f, e):
+        return _g_update(f, self.c, self.log_a, e)
+
+
+class _OnlineOps:
+    """Log-domain half-steps that never form C: rows (or columns) in blocks of ``block``.
+
+    Memory O((n + m)·block); each block is ``jax.checkpoint``-ed so reverse mode stays bounded too.
+    """
+
+    def __init__(self, x, y, log_a, log_b, cost, block):
+        self.x, self.y, self.log_a, self.log_b, self.cost, self.block = x, y, log_a, log_b, cost, block
+
+    def _blockwise(self, rows, cols, log_w, pot, e):
+        # −ε log Σ_j w_j exp((pot_j − c(r, col_j))/ε) for every row r, block by block.
+        n = rows.shape[0]
+        nb = -(-n // self.block)
+        padded = jnp.concatenate([rows, jnp.zeros((nb * self.block - n, rows.shape[1]), rows.dtype)])
+
+        @jax.checkpoint
+        def one(blk):
+            c = cost_matrix(blk, cols, self.cost)
+            return -e * logsumexp(log_w[None, :] + (pot[None, :] - c) / e, axis=1)
+
+        out = jax.lax.map(one, padded.reshape(nb, self.block, rows.shape[1]))
+        return out.reshape(-1)[:n]
+
+    def f_update(self, g, e):
+        return self._blockwise(self.x, self.y, self.log_b, g, e)
+
+    def g_update(self, f, e):
+        return self._blockwise(self.y, self.x, self.log_a, f, e)
 
 
 def _sinkhorn(
-    c, a, b, eps, f0, g0, *, max_iterations, threshold, check_every, scaling, eps0, symmetric, method="stabilized"
+    c,
+    a,
+    b,
+    eps,
+    f0,
+    g0,
+    *,
+    max_iterations,
+    threshold,
+    check_every,
+    scaling,
+    eps0,
+    symmetric,
+    method="stabilized",
+    ops=None,
 ):
     """Sinkhorn in chunks of ``check_every`` iterations; stops when converged (per lane) or out of budget.
 
@@ -162,8 +214,10 @@ def _sinkhorn(
     pass per chunk instead of two per iteration; the plan and potentials are the same.
     """
     log_a, log_b = _log_weights(a), _log_weights(b)
-    dtype = c.dtype
+    dtype = f0.dtype
     tiny = jnp.finfo(dtype).tiny
+    if ops is None:  # dense cost matrix
+        ops = _DenseOps(c, log_a, log_b)
 
     def eps_at(it):
         if scaling is None:
@@ -174,10 +228,10 @@ def _sinkhorn(
         f, g = fg
         e = eps_at(it)
         if symmetric:  # averaged symmetric update (converges in ~10 iterations)
-            f = 0.5 * (f + _f_update(f, c, log_a, e))
+            f = 0.5 * (f + ops.f_update(f, e))
             return f, f
-        f = _f_update(g, c, log_b, e)
-        g = _g_update(f, c, log_a, e)
+        f = ops.f_update(g, e)
+        g = ops.g_update(f, e)
         return f, g
 
     def stabilized_chunk(it, f, g):
@@ -198,7 +252,7 @@ def _sinkhorn(
         err = jnp.sum(jnp.abs(a * u * (p @ v) - a))
         return f + e * jnp.log(u), g + e * jnp.log(jnp.maximum(v, tiny)), err
 
-    use_stabilized = method == "stabilized" and not symmetric and scaling is None
+    use_stabilized = method == "stabilized" and not symmetric and scaling is None and c is not None
 
     def chunk(state):
         f, g, it, err, done, n_done = state
@@ -209,7 +263,9 @@ def _sinkhorn(
             f_new, g_new, err_new = stabilized_chunk(it, f, g)
         else:
             f_new, g_new = jax.lax.fori_loop(0, check_every, lambda i, fg: one(it + i, fg), (f, g))
-            err_new = _marginal_error(f_new, g_new, c, a, log_a, log_b, last_eps)
+            # Row sums of π are a_i exp((f_i − f̃_i)/ε) with f̃ the f-update of g.
+            f_tilde = ops.f_update(g_new, last_eps)
+            err_new = jnp.sum(jnp.abs(a * jnp.exp((f_new - f_tilde) / last_eps) - a))
         keep = done  # converged lanes are frozen
         f = jnp.where(keep, f, f_new)
         g = jnp.where(keep, g, g_new)
@@ -284,7 +340,7 @@ def _problem(x, y, a, b, epsilon, cost):
 
 
 def _solver_args(max_iterations, threshold, check_every, epsilon_scaling, method) -> tuple[int, int]:
-    _validate.one_of("method", method, ("stabilized", "log"))
+    _validate.one_of("method", method, ("stabilized", "log", "online"))
     if check_every is None:
         check_every = 20 if method == "stabilized" else 10
     max_iterations = _validate.positive_int("max_iterations", max_iterations)
@@ -339,8 +395,10 @@ def entropic_ot(
             to ``epsilon`` before checking convergence (needed for ε ≲ 1e-3 on unit-scale data).
         init: (f, g) to warm-start from (e.g. the previous step's potentials).
         method: ``"stabilized"`` (default: scaling iterations with absorption, one exp pass per
-            chunk) or ``"log"`` (log-sum-exp every iteration). Same fixed point; with
-            ``epsilon_scaling`` the log path is used.
+            chunk), ``"log"`` (log-sum-exp every iteration), or ``"online"`` (log domain without
+            ever forming the n×m cost matrix: memory O((n + m)·256), also in reverse mode — for
+            clouds too large for a dense C; ott-jax's online mode fails on JAX 0.10). Same fixed
+            point; with ``epsilon_scaling`` the dense path uses the log updates.
         warn: emit :class:`ConvergenceWarning` if a concrete (non-traced) solve did not converge.
             Under ``jit``/``vmap`` read ``.converged`` instead.
 
@@ -361,8 +419,56 @@ def entropic_ot(
     return result
 
 
+def _online_dual_cost(f, g, ops, a, b, eps):
+    """The dual cost without C: mass = Σ_i a_i exp((f_i − f̃_i)/ε), f̃ the (blockwise) f-update of g.
+
+    Differentiating f̃ w.r.t. x and y (potentials fixed) gives Σ_j π_ij ∇c: the envelope theorem.
+    """
+    f, g = jax.lax.stop_gradient(f), jax.lax.stop_gradient(g)
+    f_tilde = ops.f_update(g, eps)
+    mass = jnp.sum(jnp.where(a > 0, a * jnp.exp((f - f_tilde) / eps), 0.0))
+    af = jnp.sum(jnp.where(a > 0, a * f, 0.0))
+    bg = jnp.sum(jnp.where(b > 0, b * g, 0.0))
+    return af + bg - eps * (mass - jnp.sum(a) * jnp.sum(b))
+
+
 @eqx.filter_jit
-def _ot_core(x, y, a, b, eps, f0, g0, cost, max_iterations, threshold, check_every, scaling, method="stabilized"):
+def _ot_core(
+    x, y, a, b, eps, f0, g0, cost, max_iterations, threshold, check_every, scaling, method="stabilized", block=256
+):
+    if method == "online":
+        ops = _OnlineOps(x, y, _log_weights(a), _log_weights(b), cost, block)
+        const = _OnlineOps(
+            jax.lax.stop_gradient(x),
+            jax.lax.stop_gradient(y),
+            _log_weights(jax.lax.stop_gradient(a)),
+            _log_weights(jax.lax.stop_gradient(b)),
+            cost,
+            block,
+        )
+        eps0 = jnp.asarray(jnp.inf, x.dtype)
+        if scaling is not None:  # an upper bound on max C from the data's bounding boxes
+            span = jnp.max(jnp.concatenate([x, y]), axis=0) - jnp.min(jnp.concatenate([x, y]), axis=0)
+            eps0 = jnp.maximum(0.5 * jnp.sum(span**2) if cost == "sqeuclidean" else jnp.sum(span), eps)
+            eps0 = jax.lax.stop_gradient(eps0)
+        f, g, err, conv, iters = _sinkhorn(
+            None,
+            jax.lax.stop_gradient(a),
+            jax.lax.stop_gradient(b),
+            eps,
+            f0,
+            g0,
+            max_iterations=max_iterations,
+            threshold=threshold,
+            check_every=check_every,
+            scaling=scaling,
+            eps0=eps0,
+            symmetric=False,
+            method="log",
+            ops=const,
+        )
+        value = _online_dual_cost(f, g, ops, a, b, eps)
+        return OTResult(value, f, g, err, conv, iters, x, y, a, b, eps, cost)
     c = cost_matrix(x, y, cost)
     eps0 = jnp.maximum(jnp.max(jax.lax.stop_gradient(c)), eps)
     f, g, err, conv, iters = _sinkhorn(
@@ -383,9 +489,30 @@ def _ot_core(x, y, a, b, eps, f0, g0, cost, max_iterations, threshold, check_eve
     return OTResult(value, f, g, err, conv, iters, x, y, a, b, eps, cost)
 
 
-def _self_ot(x, a, eps, cost, max_iterations, threshold, check_every, init):
-    c = cost_matrix(x, x, cost)
+def _self_ot(x, a, eps, cost, max_iterations, threshold, check_every, init, method="stabilized", block=256):
     f0 = jnp.zeros(x.shape[:1], x.dtype) if init is None else jnp.asarray(init, x.dtype)
+    if method == "online":
+        la = _log_weights(a)
+        ops = _OnlineOps(x, x, la, la, cost, block)
+        xs, las = jax.lax.stop_gradient(x), _log_weights(jax.lax.stop_gradient(a))
+        f, g, err, conv, iters = _sinkhorn(
+            None,
+            jax.lax.stop_gradient(a),
+            jax.lax.stop_gradient(a),
+            eps,
+            f0,
+            f0,
+            max_iterations=max_iterations,
+            threshold=threshold,
+            check_every=check_every,
+            scaling=None,
+            eps0=eps,
+            symmetric=True,
+            ops=_OnlineOps(xs, xs, las, las, cost, block),
+        )
+        value = _online_dual_cost(f, f, ops, a, a, eps)
+        return OTResult(value, f, f, err, conv, iters, x, x, a, a, eps, cost)
+    c = cost_matrix(x, x, cost)
     f, g, err, conv, iters = _sinkhorn(
         jax.lax.stop_gradient(c),
         jax.lax.stop_gradient(a),
@@ -448,8 +575,8 @@ def sinkhorn_divergence(
 def _divergence_core(x, y, a, b, eps, init, cost, max_iterations, threshold, check_every, scaling, method):
     kw = dict(max_iterations=max_iterations, threshold=threshold, check_every=check_every)
     xy = _ot_core(x, y, a, b, eps, init[0], init[1], cost, max_iterations, threshold, check_every, scaling, method)
-    xx = _self_ot(x, a, eps, cost, init=init[2], **kw)
-    yy = _self_ot(y, b, eps, cost, init=init[3], **kw)
+    xx = _self_ot(x, a, eps, cost, init=init[2], method=method, **kw)
+    yy = _self_ot(y, b, eps, cost, init=init[3], method=method, **kw)
     raw = xy.cost - 0.5 * xx.cost - 0.5 * yy.cost
     value = raw + jax.lax.stop_gradient(jnp.maximum(raw, 0.0) - raw)
     conv = xy.converged & xx.converged & yy.converged

@@ -246,3 +246,23 @@ def test_bad_input(kwargs, match):
     args = {"x": jnp.zeros((4, 2)), "y": jnp.ones((5, 2)), "epsilon": 0.1, **kwargs}
     with pytest.raises((ValueError, TypeError), match=match):
         ot.entropic_ot(args.pop("x"), args.pop("y"), **args)
+
+
+def test_online_method_matches_dense_and_never_forms_the_cost_matrix(key):
+    x = jr.normal(key, (300, 3))
+    y = jr.normal(jr.fold_in(key, 1), (500, 3)) + 0.5
+    kw = dict(epsilon=0.05, threshold=1e-5)
+    dense = ot.sinkhorn_divergence(x, y, **kw)
+    online = ot.sinkhorn_divergence(x, y, method="online", **kw)
+    np.testing.assert_allclose(online.value, dense.value, rtol=1e-5)
+
+    def value(z, method):
+        return ot.sinkhorn_divergence(z, y, method=method, **kw).value
+
+    np.testing.assert_allclose(jax.grad(value)(x, "online"), jax.grad(value)(x, "stabilized"), rtol=1e-4, atol=1e-7)
+    # Memory bound, checked on the program itself: no (300, 500) array, forward or backward.
+    text = str(jax.make_jaxpr(jax.grad(lambda z: value(z, "online")))(x))
+    assert "[300,500]" not in text
+    assert "[500,300]" not in text
+    dense_text = str(jax.make_jaxpr(jax.grad(lambda z: value(z, "stabilized")))(x))
+    assert "[300,500]" in dense_text  # the check can see a dense matrix when there is one
