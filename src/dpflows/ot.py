@@ -484,6 +484,7 @@ def _ot_core(
         scaling=scaling,
         eps0=eps0,
         symmetric=False,
+        method=method,
     )
     value = _dual_cost(f, g, c, a, b, eps)
     return OTResult(value, f, g, err, conv, iters, x, y, a, b, eps, cost)

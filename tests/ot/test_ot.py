@@ -184,6 +184,17 @@ def test_both_methods_reach_the_same_fixed_point(key, method, x64):
     assert bool(jnp.all(jnp.isfinite(res.f)))  # finite potential even at the zero-weight point
 
 
+def test_method_reaches_the_solver(key):
+    # Regression: a reformatted call once dropped `method`, so "log" silently ran "stabilized".
+    x = jr.normal(key, (20, 2))
+    y = jr.normal(jr.fold_in(key, 1), (30, 2))
+    programs = {
+        m: str(jax.make_jaxpr(lambda z, m=m: ot.entropic_ot(z, y, epsilon=0.1, method=m, warn=False).cost)(x))
+        for m in ("stabilized", "log", "online")
+    }
+    assert len(set(programs.values())) == 3
+
+
 def test_warm_start_needs_fewer_iterations(key):
     x = jr.normal(key, (128, 2))
     y = jr.normal(jr.fold_in(key, 1), (128, 2)) + 1.0
