@@ -339,6 +339,15 @@ def _problem(x, y, a, b, epsilon, cost):
     return x, y, a, b, jnp.asarray(epsilon, x.dtype)
 
 
+@eqx.filter_jit
+def _mean_cost(x, y, a, b, cost):
+    """Σ a_i b_j C_ij, without gradient (blockwise-free: ½‖x−y‖² has a closed form in moments)."""
+    x, y, a, b = (jax.lax.stop_gradient(v) for v in (x, y, a, b))
+    if cost == "sqeuclidean":
+        return 0.5 * (a @ jnp.sum(x * x, axis=1) + b @ jnp.sum(y * y, axis=1)) - (a @ x) @ (b @ y)
+    return a @ cost_matrix(x, y, cost) @ b
+
+
 def _solver_args(max_iterations, threshold, check_every, epsilon_scaling, method) -> tuple[int, int]:
     _validate.one_of("method", method, ("stabilized", "log", "online"))
     if check_every is None:
@@ -376,6 +385,7 @@ def entropic_ot(
     epsilon_scaling: float | None = None,
     init: tuple[Array, Array] | None = None,
     method: str = "stabilized",
+    relative_epsilon: bool = False,
     warn: bool = True,
 ) -> OTResult:
     """Entropic OT_ε(μ, ν) = min_π ⟨C, π⟩ + ε KL(π ‖ a⊗b), with potentials and convergence report.
@@ -399,6 +409,9 @@ def entropic_ot(
             ever forming the n×m cost matrix: memory O((n + m)·256), also in reverse mode — for
             clouds too large for a dense C; ott-jax's online mode fails on JAX 0.10). Same fixed
             point; with ``epsilon_scaling`` the dense path uses the log updates.
+        relative_epsilon: read ``epsilon`` in units of the mean cost Σ a_i b_j C_ij (held
+            constant under differentiation), like ott-jax's ``scale_cost="mean"``: the plan then
+            does not change when the data are rescaled.
         warn: emit :class:`ConvergenceWarning` if a concrete (non-traced) solve did not converge.
             Under ``jit``/``vmap`` read ``.converged`` instead.
 
@@ -406,6 +419,8 @@ def entropic_ot(
         :class:`OTResult`.
     """
     x, y, a, b, eps = _problem(x, y, a, b, epsilon, cost)
+    if relative_epsilon:
+        eps = eps * _mean_cost(x, y, a, b, cost)
     max_iterations, check_every = _solver_args(max_iterations, threshold, check_every, epsilon_scaling, method)
     if init is None:
         f0, g0 = jnp.zeros(x.shape[:1], x.dtype), jnp.zeros(y.shape[:1], x.dtype)
@@ -546,6 +561,7 @@ def sinkhorn_divergence(
     epsilon_scaling: float | None = None,
     init: tuple[Array, Array, Array, Array] | None = None,
     method: str = "stabilized",
+    relative_epsilon: bool = False,
     warn: bool = True,
 ) -> DivergenceResult:
     """Debiased S_ε(μ, ν) = OT_ε(μ,ν) − ½OT_ε(μ,μ) − ½OT_ε(ν,ν) ≥ 0 (Feydy et al. 2019).
@@ -554,6 +570,8 @@ def sinkhorn_divergence(
     at 0 (round-off makes S_ε(x, x) ≈ −1e-7 otherwise); gradients are those of the unclamped value.
     """
     x, y, a, b, eps = _problem(x, y, a, b, epsilon, cost)
+    if relative_epsilon:
+        eps = eps * _mean_cost(x, y, a, b, cost)
     max_iterations, check_every = _solver_args(max_iterations, threshold, check_every, epsilon_scaling, method)
     if init is None:
         init = (

@@ -277,3 +277,18 @@ def test_online_method_matches_dense_and_never_forms_the_cost_matrix(key):
     assert "[500,300]" not in text
     dense_text = str(jax.make_jaxpr(jax.grad(lambda z: value(z, "stabilized")))(x))
     assert "[300,500]" in dense_text  # the check can see a dense matrix when there is one
+
+
+def test_scale_invariance_num2(key, x64):
+    # Coordinates ×100 with ε ×100²: the same plan. With relative_epsilon the ε need not change.
+    x = jr.normal(key, (40, 2), dtype=jnp.float64)
+    y = jr.normal(jr.fold_in(key, 1), (30, 2), dtype=jnp.float64) + 1.0
+    kw = dict(threshold=1e-10, max_iterations=50_000)
+    base = ot.entropic_ot(x, y, epsilon=0.05, **kw).plan()
+    scaled = ot.entropic_ot(100 * x, 100 * y, epsilon=0.05 * 100**2, **kw).plan()
+    np.testing.assert_allclose(scaled, base, rtol=1e-4, atol=1e-12)
+    rel = ot.entropic_ot(x, y, epsilon=0.05, relative_epsilon=True, **kw)
+    rel100 = ot.entropic_ot(100 * x, 100 * y, epsilon=0.05, relative_epsilon=True, **kw)
+    np.testing.assert_allclose(rel100.plan(), rel.plan(), rtol=1e-4, atol=1e-12)
+    mean_cost = float(jnp.mean(ot.cost_matrix(x, y)))
+    np.testing.assert_allclose(float(rel.epsilon), 0.05 * mean_cost, rtol=1e-10)
