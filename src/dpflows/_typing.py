@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
+import numpy as np
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray, PyTree
 
-Real: TypeAlias = float | int  # a Python number: int is accepted where a float is meant
+# A number as users pass it: Python or NumPy scalars; int is accepted where a float is meant.
+Real: TypeAlias = float | int | np.floating | np.integer
 Scalar: TypeAlias = Float[Array, ""]
 ScalarLike: TypeAlias = float | int | Float[Array, ""]
 Info: TypeAlias = dict[str, Array]

@@ -185,3 +185,22 @@ def test_certificates_with_delta_compose_by_basic_composition():
 def test_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_snapped_certificates_compose_with_their_float_terms(x64):
+    from dpflows import privacy
+
+    cert = privacy.laplace_mechanism(None, 0.0, sensitivity=1.0, epsilon=1.0).certificate
+    assert cert.float_safe
+    assert cert.epsilon > 1.0
+    assert cert.delta > 0
+    ledger = PrivacyLedger().add_certificate(cert, count=3)
+    assert ledger.entries[0].kind == "approx"
+    assert ledger.epsilon(1e-5) == pytest.approx(3 * cert.epsilon)  # never the ideal 3.0
+    assert ledger.epsilon(3 * cert.delta / 2) == math.inf  # its δ′ is charged, not dropped
+
+
+def test_certificate_accepts_numpy_numbers():
+    cert = PrivacyCertificate(np.float32(0.5), np.float64(1e-6), "m", "mechanism")
+    assert isinstance(cert.epsilon, float)
+    assert cert.epsilon == 0.5

@@ -145,7 +145,7 @@ def test_laplace_ldp_audit_catches_a_wrong_sensitivity(monkeypatch, key):
 
 
 # ------------------------------------------------------------------------------ AUD-3
-MU_CLAIM = 2 / 7.4613  # Δ₂ = 2R with R = 1; σ for (1, 1e-5) is 7.4613
+MU_CLAIM = 2 / privacy.calibrate_gaussian(1.0, 1e-5, 2.0)  # μ = Δ₂/σ with Δ₂ = 2R, R = 1 (≈ 0.2681)
 
 
 def _ldp_gauss(k, x):

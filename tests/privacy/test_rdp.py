@@ -101,3 +101,17 @@ def test_laplace_pure_and_bounded_range_curves(x64):
     assert np.all(np.asarray(br) <= 1.0 + 1e-12)  # nor above ε₀
     assert np.all(np.diff(np.asarray(br)) >= -1e-12)  # non-decreasing in α
     np.testing.assert_allclose(rdp_pure(orders, 0.1), np.minimum(0.1, np.asarray(orders) * 0.005))
+
+
+def test_orders_the_binomial_sum_cannot_represent_are_refused(x64):
+    # Regression: orders above max_order (or fractional) used to truncate the sum silently,
+    # understating the RDP, i.e. overstating privacy.
+    with pytest.raises(ValueError, match="orders must be integers"):
+        rdp_subsampled_gaussian(jnp.asarray([2.0, 2048.0]), 0.01, 1.0)
+    with pytest.raises(ValueError, match="orders must be integers"):
+        rdp_subsampled_gaussian(jnp.asarray([1.5, 3.0]), 0.01, 1.0)
+    # rdp_epsilon with larger custom orders sizes the sum to fit them.
+    got = float(rdp_epsilon(1.0, 0.01, 1000, 1e-5, orders=(2, 4, 2048)))
+    ref = [float(a) for a in (2, 4, 2048)]
+    rdp = 1000 * np.asarray(rdp_lib._compute_rdp_poisson_subsampled_gaussian(0.01, 1.0, ref))
+    assert got == pytest.approx(rdp_lib.compute_epsilon(ref, rdp, 1e-5)[0], rel=1e-6)

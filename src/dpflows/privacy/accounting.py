@@ -99,6 +99,9 @@ class PrivacyLedger:
     def add_certificate(self, cert: PrivacyCertificate, count: int = 1):
         """Add a certificate: through its event when it has one, else as an (ε, δ) pair.
 
+        Snapped (``float_safe``) releases compose as their stated (ε′, δ′): their event describes
+        the ideal mechanism only, without the floating-point terms.
+
         Raises:
             ValueError: the certificate covers only an ideal flow, or nothing.
         """
@@ -110,6 +113,13 @@ class PrivacyLedger:
                 "(covers='mechanism') compose"
             )
         count = _count(count)
+        if cert.float_safe and cert.delta > 0:
+            # A snapped release's guarantee is its stated (ε′, δ′), which includes the float effects;
+            # its event describes only the ideal real-valued mechanism, so it must not be used here.
+            self._entries.append(
+                _Entry("approx", count, epsilon=float(cert.epsilon), delta=float(cert.delta), label=cert.mechanism)
+            )
+            return self
         event = cert.event
         if isinstance(event, dpa.GaussianDpEvent):
             return self.add_gaussian(event.noise_multiplier, count)

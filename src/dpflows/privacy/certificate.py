@@ -49,10 +49,14 @@ class PrivacyCertificate:
     float_safe: bool = False
 
     def __post_init__(self):
-        if not (isinstance(self.epsilon, int | float) and (self.epsilon >= 0 or math.isnan(self.epsilon) is False)):
-            raise TypeError(f"epsilon must be a float, got {self.epsilon!r}")
-        if math.isnan(self.epsilon) or self.epsilon < 0:
+        try:
+            eps = float(self.epsilon)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"epsilon must be a number, got {self.epsilon!r}") from err
+        if math.isnan(eps) or eps < 0:
             raise ValueError(f"epsilon must be >= 0 (math.inf for none), got {self.epsilon}")
+        object.__setattr__(self, "epsilon", eps)
+        object.__setattr__(self, "delta", float(self.delta))
         _validate.in_closed_interval("delta", self.delta, 0.0, 1.0)
         _validate.one_of("covers", self.covers, COVERS)
         if self.covers == "none" and math.isfinite(self.epsilon):

@@ -55,6 +55,9 @@ __all__ = [
 
 _SNAP_R = 1e-3  # relative per-cell error allowed before a grid cell counts as "bad" (see snapping_guarantee)
 _UNIFORM_BITS = 52
+# A float sample f + s·b·(−log u) (or σ·Φ⁻¹(u)) carries a few roundings: the transcendental (≤ 1 ulp
+# of its result, scaled), the product and the sum. 4 ulps of B + max|noise| bounds their total shift.
+_BOUNDARY_ULPS = 4
 
 
 def release_key() -> jax.Array:
@@ -119,7 +122,7 @@ def snapping_guarantee(
        bit, so u-mass per count is 2⁻⁵³). A grid cell j is an interval in u, so its float
        probability P(j) differs from the ideal p(j) by at most η (η = 2⁻⁵³ Laplace, 2⁻⁵² Gaussian).
     2. Cells with p(j) ≥ η/r and p′(j) ≥ η/r ("good") satisfy P(j)/P′(j) ≤ (1+r)/(1−r) · p(j)/p′(j).
-       Float addition moves a cell boundary by at most γ = ulp(B + max|noise|), which changes a cell
+       The float arithmetic moves a cell boundary by at most γ = 4 ulp(B + max|noise|), which changes a cell
        probability by a factor at most e^{γ/b} (Laplace) or e^{(x*γ + γ²/2)/σ²} (Gaussian, cell
        within x* of the centre): twice that (both inputs) is ``epsilon_shift``.
     3. Every other cell lies beyond x*, where the ideal cell mass falls below τ = e^ε η / r; their
@@ -138,7 +141,7 @@ def snapping_guarantee(
         # Ideal mass of a cell of width Λ whose near edge is x from the centre: ½e^{−x/b}(1 − e^{−Λ/b}).
         x_star = scale * math.log(-math.expm1(-grid / scale) / (2 * tau))
         tail = math.exp(-max(x_star - grid - sensitivity, 0.0) / scale)
-        gamma = float(np.spacing(bound + max_noise))
+        gamma = _BOUNDARY_ULPS * float(np.spacing(bound + max_noise))
         eps_shift = 2 * gamma / scale
     elif kind == "gaussian":
         eta = 2.0**-_UNIFORM_BITS
@@ -154,7 +157,7 @@ def snapping_guarantee(
             lo, hi = (mid, hi) if cell(mid) > tau else (lo, mid)
         x_star = hi
         tail = 2 * float(stats.norm.sf(max(x_star - grid - sensitivity, 0.0) / scale))
-        gamma = float(np.spacing(bound + max_noise))
+        gamma = _BOUNDARY_ULPS * float(np.spacing(bound + max_noise))
         eps_shift = 2 * (x_star * gamma + gamma**2 / 2) / scale**2
     else:
         raise ValueError(f"kind must be 'laplace' or 'gaussian', got {kind!r}")

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import functools as ft
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, logsumexp
 from scipy import special as sp_special
 
+from .. import _validate
 from .._typing import Array, Float
 
 __all__ = [
@@ -75,6 +77,16 @@ def rdp_subsampled_gaussian(orders: Array, sampling_rate, noise_multiplier, *, m
     """
     dtype = jnp.result_type(float)
     a = jnp.asarray(orders).astype(dtype)
+    # The binomial sum is exact only for integer α ≤ max_order: anything else would silently
+    # truncate the sum and *understate* the RDP, so it is refused.
+    bad = (a < 2) | (a > max_order) | (a != jnp.round(a))
+    if _validate.is_concrete(a):
+        if bool(np.any(np.asarray(bad))):
+            raise ValueError(
+                f"orders must be integers in [2, max_order={max_order}], got {np.asarray(orders).tolist()}"
+            )
+    else:
+        a = eqx.error_if(a, jnp.any(bad), f"orders must be integers in [2, max_order={max_order}]")
     q = _f(sampling_rate, dtype)
     sigma = _f(noise_multiplier, dtype)
     k = jnp.arange(max_order + 1, dtype=dtype)
@@ -233,5 +245,5 @@ def rdp_epsilon(noise_multiplier, sampling_rate, steps, delta, *, orders: tuple[
         curve = jnp.where(q == 0, 0.0, curve)
         curve = jnp.where((sigma == 0) & (q > 0), jnp.inf, jnp.maximum(curve, 0.0))
     else:
-        curve = rdp_subsampled_gaussian(o, q, sigma, max_order=int(max(orders)))
+        curve = rdp_subsampled_gaussian(np.asarray(orders, np.float64), q, sigma, max_order=int(max(orders)))
     return epsilon_from_rdp(o, steps * curve, delta)
