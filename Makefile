@@ -41,7 +41,7 @@ format: $(STAMP)
 ## Re-resolve requirements.lock (hashes) from pyproject.toml.
 lock: $(STAMP)
 	$(PY) -m pip install --quiet uv
-	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --generate-hashes --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --extra experiments --extra notebooks --generate-hashes --python-version 3.11 -o requirements.lock
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -70,10 +70,35 @@ def _ula_autodiff(dtype=jnp.float32, step_size=0.02):
     return ULA(quadratic_bowl, step_size=jnp.asarray(step_size, dtype))
 
 
+def _shk(dtype=jnp.float32, step_size=0.05, scheme="weighted"):
+    from dpflows.shk import SHKSampler
+
+    return SHKSampler(gaussian_target(dtype=dtype), step_size=jnp.asarray(step_size, dtype), scheme=scheme)
+
+
+def _shk_jump(dtype=jnp.float32, step_size=0.05):
+    return _shk(dtype, step_size, scheme="jump")
+
+
+def _shk_fixed_bandwidth(dtype=jnp.float32, step_size=0.05, reaction=1.0):
+    from dpflows.shk import SHKSampler
+
+    return SHKSampler(
+        quadratic_bowl,
+        step_size=jnp.asarray(step_size, dtype),
+        reaction=jnp.asarray(reaction, dtype),
+        bandwidth=jnp.asarray(0.3, dtype),
+        chunk_size=5,  # blocks of 5 rows over 16 particles: exercises the padded last block
+    )
+
+
 # Every public flow at tiny size: a new flow earns the conformance suite by adding one line here.
 FLOWS = [
     FlowCase("ula_gaussian", _ula, {"step_size": 0.1}),
     FlowCase("ula_autodiff", _ula_autodiff, {"step_size": 0.04}),
+    FlowCase("shk_weighted", _shk, {"step_size": 0.1}),
+    FlowCase("shk_jump", _shk_jump, {"step_size": 0.1}),
+    FlowCase("shk_fixed_bandwidth", _shk_fixed_bandwidth, {"reaction": 2.0}),
 ]
 
 

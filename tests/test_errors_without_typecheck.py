@@ -10,6 +10,9 @@ SCRIPT = textwrap.dedent(
     import dpflows
     from dpflows.langevin import ULA
     from dpflows.potentials import GaussianPotential
+    from dpflows import shk
+
+    V = GaussianPotential(jnp.zeros(2), jnp.eye(2))
 
     flow = ULA(GaussianPotential(jnp.zeros(2), jnp.eye(2)), step_size=0.1)
     state = flow.init(jnp.zeros((4, 2)))
@@ -22,6 +25,15 @@ SCRIPT = textwrap.dedent(
         (lambda: dpflows.Particles(x=jnp.zeros((3, 2)), logw=jnp.zeros(2), v=jnp.zeros((3, 2)), t=jnp.zeros(())),
          "logw must have shape"),
         (lambda: dpflows.sweep([flow], state, jr.key(0), 5, state_in_axes=1), "state_in_axes must be None or 0"),
+        (lambda: shk.SHKSampler(V, step_size=0.0), "step_size must be finite and > 0"),
+        (lambda: shk.SHKSampler(V, step_size=0.1, reaction=-1.0), "reaction must be finite and >= 0"),
+        (lambda: shk.SHKSampler(V, step_size=0.1, scheme="birth"), "scheme must be one of"),
+        (lambda: shk.SHKSampler(V, step_size=0.1).init(jnp.zeros((4, 2)), log_density0=jnp.zeros(4)),
+         "needs transport=0"),
+        (lambda: shk.exponential_mechanism(lambda t, d: 0.0, None, sensitivity=1.0, epsilon=-1.0),
+         "epsilon must be finite and > 0"),
+        (lambda: shk.dp_certificate(sensitivity=1.0, inverse_temperature=1.0, time=1.0, transport=1.0),
+         "transport_bound is required"),
     ]
     for fn, expected in cases:
         try:
@@ -38,4 +50,4 @@ SCRIPT = textwrap.dedent(
 def test_error_messages_name_the_argument():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == "ok 7"
+    assert out.stdout.strip() == "ok 13"

@@ -18,6 +18,21 @@ from .particles import Particles
 __all__ = ["ULA", "ornstein_uhlenbeck_law", "ula_gaussian_law"]
 
 
+def batched_value_and_grad(
+    potential: Callable[[Array], Array], grad_potential: Callable[[Array], Array] | None, x: Array
+) -> tuple[Array, Array]:
+    """Values and gradients (V(xᵢ), ∇V(xᵢ)) at every particle.
+
+    Uses ``grad_potential`` if given, a closed-form ``potential.value_and_grad`` if the potential has
+    one, else autodiff.
+    """
+    if grad_potential is not None:
+        return jax.vmap(potential)(x), jax.vmap(grad_potential)(x)
+    if hasattr(potential, "value_and_grad"):  # closed form, shares work (e.g. Gaussian)
+        return jax.vmap(potential.value_and_grad)(x)
+    return jax.vmap(jax.value_and_grad(potential))(x)
+
+
 class ULA(AbstractFlow):
     """Unadjusted Langevin algorithm for π ∝ exp(−V).
 
@@ -59,18 +74,11 @@ class ULA(AbstractFlow):
         """Particles at ``x`` (weights uniform unless given), zero momenta, t = 0."""
         return Particles.create(x, logw)
 
-    def _value_and_grad(self, x: Array) -> tuple[Array, Array]:
-        if self.grad_potential is not None:
-            return jax.vmap(self.potential)(x), jax.vmap(self.grad_potential)(x)
-        if hasattr(self.potential, "value_and_grad"):  # closed form, shares work (e.g. Gaussian)
-            return jax.vmap(self.potential.value_and_grad)(x)
-        return jax.vmap(jax.value_and_grad(self.potential))(x)
-
     def step(self, state: Particles, key: PRNGKeyArray) -> tuple[Particles, Info]:
         """One Euler–Maruyama step."""
         x = state.x
         h = self.step_size.astype(x.dtype)
-        value, grad = self._value_and_grad(x)
+        value, grad = batched_value_and_grad(self.potential, self.grad_potential, x)
         noise = jr.normal(key, x.shape, dtype=x.dtype)
         x_new = x - h * grad + jnp.sqrt(2 * h) * noise
         new = Particles(x=x_new, logw=state.logw, v=state.v, t=state.t + h.astype(state.t.dtype), aux=state.aux)
