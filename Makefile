@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export MPLBACKEND := Agg
 
-.PHONY: demo test test-slow bench lint format lock clean
+.PHONY: demo test test-slow bench lint format lock notebooks clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,13 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
+## Re-execute every notebook at full size and write the .ipynb next to its percent-format source.
+notebooks: $(STAMP)
+	$(PY) scripts/execute_notebooks.py notebooks/*.py
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks notebooks scripts
+	$(VENV)/bin/ruff check src tests benchmarks notebooks scripts
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks

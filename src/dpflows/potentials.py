@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from . import _validate
 from ._typing import Array, Float
 
-__all__ = ["GaussianPotential"]
+__all__ = ["GaussianMixturePotential", "GaussianPotential"]
 
 
 class GaussianPotential(eqx.Module):
@@ -84,3 +85,59 @@ class GaussianPotential(eqx.Module):
         r = x - self.mean.astype(x.dtype)
         g = self.precision.astype(x.dtype) @ r
         return 0.5 * (r @ g), g
+
+
+class GaussianMixturePotential(eqx.Module):
+    """V(x) = −log Σₖ wₖ N(x; μₖ, σₖ² I): an isotropic Gaussian mixture target.
+
+    Args:
+        means: μ, shape ``(k, d)``.
+        weights: w, shape ``(k,)``, non-negative, summing to one.
+        scales: σ > 0, shape ``(k,)`` or a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> V = GaussianMixturePotential(jnp.array([[-1.0], [1.0]]), jnp.array([0.5, 0.5]), 1.0)
+        >>> round(float(V(jnp.zeros(1))), 4)  # −log N(0; ±1, 1)
+        1.4189
+    """
+
+    means: Float[Array, "k d"]
+    log_weights: Float[Array, " k"]
+    scales: Float[Array, " k"]
+
+    def __init__(self, means: Any, weights: Any, scales: Any):
+        means = _validate.floating_array("means", means)
+        if means.ndim != 2 or means.shape[0] == 0:
+            raise ValueError(f"means must have shape (k, d) with k >= 1, got {means.shape}")
+        k = means.shape[0]
+        weights = _validate.floating_array("weights", weights).astype(means.dtype)
+        if weights.shape != (k,):
+            raise ValueError(f"weights must have shape ({k},) to match means, got {weights.shape}")
+        scales = jnp.broadcast_to(_validate.floating_array("scales", scales).astype(means.dtype), (k,))
+        _validate.positive("scales", scales)
+        if _validate.is_concrete(weights):
+            w = np.asarray(weights, np.float64)
+            if np.any(~np.isfinite(w) | (w < 0)) or abs(w.sum() - 1) > 1e-5:
+                raise ValueError(f"weights must be >= 0 and sum to one, got sum {w.sum():.6g}")
+        self.means = means
+        with np.errstate(divide="ignore"):
+            self.log_weights = jnp.log(weights)
+        self.scales = scales
+
+    def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        """V(x)."""
+        d = x.shape[0]
+        s = self.scales.astype(x.dtype)
+        sq = jnp.sum((x[None, :] - self.means.astype(x.dtype)) ** 2, axis=1)
+        logits = self.log_weights.astype(x.dtype) - 0.5 * sq / s**2 - d * jnp.log(s) - 0.5 * d * jnp.log(2 * jnp.pi)
+        return -jax.scipy.special.logsumexp(logits)
+
+    def component(self, x: Float[Array, "n d"]) -> Array:
+        """Index of the component each point most likely came from (posterior argmax)."""
+        s = self.scales.astype(x.dtype)
+        sq = jnp.sum((x[:, None, :] - self.means.astype(x.dtype)[None, :, :]) ** 2, axis=2)
+        return jnp.argmax(
+            self.log_weights.astype(x.dtype)[None, :] - 0.5 * sq / s[None, :] ** 2 - x.shape[1] * jnp.log(s)[None, :],
+            axis=1,
+        )

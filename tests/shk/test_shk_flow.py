@@ -240,7 +240,8 @@ def test_weighted_scheme_resamples_below_the_ess_threshold(key):
     s_always, t_always = dpflows.run(always, always.init(x0), key, 3)
     assert not bool(jnp.any(t_never["resampled"]))
     assert bool(jnp.all(t_always["resampled"]))
-    assert float(s_never.ess()) < 200 and float(s_always.ess()) == pytest.approx(200)
+    assert float(s_never.ess()) < 200
+    assert float(s_always.ess()) == pytest.approx(200)
 
 
 # ----------------------------------------------------------------------------------- the KDE

@@ -246,7 +246,8 @@ def test_audit_catches_a_data_dependent_initial_sample():
 def test_certificate_scope_is_honest():
     exact = shk.dp_certificate(sensitivity=1.0, inverse_temperature=0.5, time=2.0)
     kde = shk.dp_certificate(sensitivity=1.0, inverse_temperature=0.5, time=2.0, exact_reaction=False)
-    assert exact.covers == "mechanism" and kde.covers == "ideal flow"
+    assert exact.covers == "mechanism"
+    assert kde.covers == "ideal flow"
     assert exact.epsilon == kde.epsilon
     assert "NOT a guarantee" in str(kde)
     with pytest.raises(ValueError, match="transport_bound"):
@@ -261,7 +262,8 @@ def test_certificate_composes_as_bounded_range():
     generic = PrivacyLedger().add_pure(cert.epsilon, count=100)
     assert ledger.epsilon(1e-6, "rdp") < 0.6 * generic.epsilon(1e-6, "rdp")
     eps_d = shk.dp_certificate(sensitivity=1.0, inverse_temperature=0.5, time=5.0, delta=1e-5)
-    assert eps_d.delta == 1e-5 and eps_d.epsilon <= exact_eps(0.5, 5.0)
+    assert eps_d.delta == 1e-5
+    assert eps_d.epsilon <= exact_eps(0.5, 5.0)
 
 
 def exact_eps(gamma, t, beta=1.0, big_delta=1.0):
@@ -290,7 +292,8 @@ def test_utility_bound():
             inverse_temperature=2.0, dimension=1, loss_oscillation=1.0, time=t, initial_log_ratio_oscillation=m0
         )
         assert tv <= bound.tv
-        assert bound.intrinsic == 0.5 and bound.total == pytest.approx(bound.intrinsic + bound.finite_time)
+        assert bound.intrinsic == 0.5
+        assert bound.total == pytest.approx(bound.intrinsic + bound.finite_time)
     assert shk.utility_bound(inverse_temperature=1.0, dimension=3, loss_oscillation=2.0, kl=0.02).tv == pytest.approx(
         0.1
     )
