@@ -14,6 +14,7 @@ import nbclient
 
 
 def main(paths: list[str]) -> None:
+    """Execute each source in a fresh kernel and write its .ipynb."""
     os.environ.pop("MPLBACKEND", None)  # the Makefile's Agg would hide the figures; the kernel uses inline
     for path in map(Path, paths):
         nb = jupytext.read(path)
