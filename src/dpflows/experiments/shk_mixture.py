@@ -172,9 +172,10 @@ def run_shk_mixture(cfg: SHKMixtureConfig, ctx: RunContext):
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for method, (err, kl, steps, per_step) in results.items():
-        axes[0].semilogy(steps, np.maximum(err, 1e-4), label=method)
-        axes[1].semilogy(steps * per_step, np.maximum(err, 1e-4), label=method)
-        axes[2].semilogy(steps, np.maximum(kl, 1e-6), label=method)
+        style = {"label": method, "ls": "--" if method == "ula" else "-"}  # ULA and MALA overlap when both are stuck
+        axes[0].semilogy(steps, np.maximum(err, 1e-4), **style)
+        axes[1].semilogy(steps * per_step, np.maximum(err, 1e-4), **style)
+        axes[2].semilogy(steps, np.maximum(kl, 1e-6), **style)
     for ax in axes[:2]:
         ax.axhline(cfg.tolerance, color="k", ls=":", lw=1)
         ax.set_ylabel("mode-weight error max_k |ŵ_k − w_k|")
