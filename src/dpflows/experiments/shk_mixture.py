@@ -94,25 +94,39 @@ def mode_weights(state: dpflows.Particles, target: GaussianMixturePotential):
 
 
 class MALA(dpflows.AbstractFlow):
-    """BlackJAX MALA, one independent chain per particle (the peer a user would reach for)."""
+    """BlackJAX MALA, one independent chain per particle (the peer a user would reach for).
+
+    The chains' log-densities and gradients ride in ``state.aux``, so each step evaluates the target
+    once per particle (at the proposal), as BlackJAX's own loop does.
+    """
 
     potential: GaussianMixturePotential
     step_size: jax.Array = eqx.field(converter=jnp.asarray)
 
-    def init(self, x, logw=None):
-        """Particles at ``x``."""
-        return dpflows.Particles.create(x, logw)
-
-    def step(self, state, key):
-        """One MALA transition per particle (fresh chain state: MALA carries nothing else)."""
+    def _kernel(self):
         import blackjax
 
-        mala = blackjax.mala(lambda x: -self.potential(x), self.step_size)
-        chains = jax.vmap(mala.init)(state.x)
-        new, info = jax.vmap(mala.step)(jr.split(key, state.num_particles), chains)
+        return blackjax.mala(lambda x: -self.potential(x), self.step_size)
+
+    def init(self, x, logw=None):
+        """Particles at ``x``; the chain states (log-density, gradient) in ``aux``."""
+        state = dpflows.Particles.create(x, logw)
+        chains = jax.vmap(self._kernel().init)(state.x)
         return eqx.tree_at(
-            lambda s: (s.x, s.t), state, (new.position, state.t + self.step_size.astype(state.t.dtype))
-        ), {"acceptance_rate": jnp.mean(info.acceptance_rate)}
+            lambda s: s.aux, state, (chains.logdensity, chains.logdensity_grad), is_leaf=lambda a: a is None
+        )
+
+    def step(self, state, key):
+        """One MALA transition per particle."""
+        from blackjax.mcmc.mala import MALAState
+
+        chains = MALAState(state.x, *state.aux)
+        new, info = jax.vmap(self._kernel().step)(jr.split(key, state.num_particles), chains)
+        t = state.t + self.step_size.astype(state.t.dtype)
+        moved = dpflows.Particles(
+            x=new.position, logw=state.logw, v=state.v, t=t, aux=(new.logdensity, new.logdensity_grad)
+        )
+        return moved, {"acceptance_rate": jnp.mean(info.acceptance_rate)}
 
 
 def make_flow(method: str, target, step_size: float):
