@@ -57,6 +57,7 @@ class FlowCase:
     hyper: dict  # hyper-parameter values for a second member of a sweep
     event_shape: tuple[int, ...] = (2,)
     num_particles: int = 16
+    owns_aux: bool = False  # the flow keeps its own carry in ``aux`` (e.g. warm-start potentials)
 
     def positions(self, key, dtype=jnp.float32):
         return jr.normal(key, (self.num_particles, *self.event_shape), dtype=dtype)
@@ -92,6 +93,19 @@ def _shk_fixed_bandwidth(dtype=jnp.float32, step_size=0.05, reaction=1.0):
     )
 
 
+def _ldp_denoiser(dtype=jnp.float32, step_size=0.5, loss="entropic"):
+    from dpflows.ldp import GaussianNoise, ParticleDenoiser
+
+    y = (jr.normal(jr.key(11), (24, 2), dtype=jnp.float32) * 1.2 + 0.3).astype(dtype)  # same data in f32/f64
+    return ParticleDenoiser(
+        y, noise=GaussianNoise(jnp.asarray(0.5, dtype)), step_size=jnp.asarray(step_size, dtype), loss=loss
+    )
+
+
+def _ldp_denoiser_divergence(dtype=jnp.float32, step_size=0.5):
+    return _ldp_denoiser(dtype, step_size, loss="divergence")
+
+
 # Every public flow at tiny size: a new flow earns the conformance suite by adding one line here.
 FLOWS = [
     FlowCase("ula_gaussian", _ula, {"step_size": 0.1}),
@@ -99,6 +113,8 @@ FLOWS = [
     FlowCase("shk_weighted", _shk, {"step_size": 0.1}),
     FlowCase("shk_jump", _shk_jump, {"step_size": 0.1}),
     FlowCase("shk_fixed_bandwidth", _shk_fixed_bandwidth, {"reaction": 2.0}),
+    FlowCase("ldp_denoiser", _ldp_denoiser, {"step_size": 0.8}, owns_aux=True),
+    FlowCase("ldp_denoiser_divergence", _ldp_denoiser_divergence, {"step_size": 0.8}, owns_aux=True),
 ]
 
 

@@ -1,0 +1,79 @@
+"""Datasets for the experiments: synthetic 2-D laws (generated) and scikit-learn's bundled digits.
+
+Nothing here downloads anything: the synthetic sets are drawn from an explicit key, and the digits
+are the 1797 8×8 images that ship inside scikit-learn (an ``experiments`` extra).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from . import _validate
+from ._typing import Array, Float, Int, PRNGKeyArray
+
+__all__ = ["digits", "eight_gaussians", "eight_gaussians_centers", "two_moons"]
+
+
+def eight_gaussians_centers(radius: float = 0.75) -> Float[Array, "8 2"]:
+    """The 8 modes of :func:`eight_gaussians`: evenly spaced on the circle of the given radius."""
+    angles = 2.0 * math.pi * np.arange(8) / 8
+    return jnp.asarray(radius * np.stack([np.cos(angles), np.sin(angles)], axis=1), jnp.result_type(float))
+
+
+def eight_gaussians(
+    key: PRNGKeyArray, n: int, *, radius: float = 0.75, std: float = 0.06
+) -> tuple[Float[Array, "n 2"], Int[Array, " n"]]:
+    """Draw n points from the equal mixture of 8 isotropic Gaussians N(c_k, std² I) on a circle.
+
+    Returns:
+        (points, mode labels). With the defaults the law sits well inside the unit disk
+        (P(‖x‖ > 1) ≈ 1e-5), the domain the LDP randomisers clip to.
+    """
+    n = _validate.positive_int("n", n)
+    _validate.positive("radius", radius)
+    _validate.positive("std", std)
+    k_mode, k_noise = jr.split(key)
+    labels = jr.randint(k_mode, (n,), 0, 8)
+    centers = eight_gaussians_centers(radius)
+    return centers[labels] + std * jr.normal(k_noise, (n, 2), dtype=centers.dtype), labels
+
+
+def two_moons(
+    key: PRNGKeyArray, n: int, *, noise: float = 0.05, scale: float = 0.45
+) -> tuple[Float[Array, "n 2"], Int[Array, " n"]]:
+    """Draw n points from the two-moons law, centred and scaled by ``scale`` (inside the unit disk).
+
+    The upper moon is the unit half-circle, the lower one its mirror shifted by (1, 0.5); both are
+    then shifted by (−0.5, −0.25) and multiplied by ``scale``; ``noise`` is the Gaussian jitter
+    (before scaling). Returns (points, moon labels).
+    """
+    n = _validate.positive_int("n", n)
+    _validate.positive("noise", noise, allow_zero=True)
+    _validate.positive("scale", scale)
+    k_lab, k_t, k_noise = jr.split(key, 3)
+    labels = jr.randint(k_lab, (n,), 0, 2)
+    dtype = jnp.result_type(float)
+    t = math.pi * jr.uniform(k_t, (n,), dtype=dtype)
+    upper = jnp.stack([jnp.cos(t), jnp.sin(t)], axis=1)
+    lower = jnp.stack([1.0 - jnp.cos(t), 0.5 - jnp.sin(t)], axis=1)
+    x = jnp.where((labels == 0)[:, None], upper, lower)
+    x = x + noise * jr.normal(k_noise, (n, 2), dtype=dtype) - jnp.asarray([0.5, 0.25], dtype)
+    return scale * x, labels
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits: images (1797, 64) in [0, 1] and labels (1797,).
+
+    Raises:
+        ImportError: scikit-learn is not installed (``pip install dpflows[experiments]``).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("digits() needs scikit-learn: pip install 'dpflows[experiments]'") from err
+    bunch = load_digits()
+    return (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int32)
