@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import pytest
 
 from dpflows.metrics import gaussian_fit, gaussian_kl
 
@@ -42,3 +43,31 @@ def test_gaussian_fit_weighted():
     mean, cov = gaussian_fit(x, jnp.array([0.75, 0.25]))
     np.testing.assert_allclose(mean, [0.5, 0.5], rtol=1e-6)
     np.testing.assert_allclose(cov, 0.75 * 0.25 * 4 * np.ones((2, 2)), rtol=1e-6)
+
+
+def test_sample_metrics_on_known_answers():
+    import numpy as np
+
+    from dpflows import data, metrics
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 2))
+    shift = np.array([0.3, -0.4])
+    assert metrics.wasserstein2(x, x + shift) == pytest.approx(0.5, rel=1e-7)  # a translation is optimal
+    assert metrics.wasserstein2(x, x[::-1]) == pytest.approx(0.0, abs=1e-6)
+    y = rng.normal(size=(200, 2))
+    assert abs(metrics.mmd(x, y)) < 0.05 < metrics.mmd(x, y + 1.0)
+    assert metrics.energy_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    assert metrics.energy_distance(x, y + 1.0) > 0.3
+    centers = np.asarray(data.eight_gaussians_centers())
+    cov = metrics.mode_coverage(np.repeat(centers, 10, axis=0), centers, radius=0.1)
+    assert cov == {"coverage": 1.0, "off_mode": 0.0, "share_error": 0.0}
+    half = metrics.mode_coverage(
+        np.concatenate([np.repeat(centers[:4], 10, 0), np.zeros((40, 2))]), centers, radius=0.1
+    )
+    assert half["coverage"] == 0.5
+    assert half["off_mode"] == 0.5
+    with pytest.raises(ValueError, match="equal size"):
+        metrics.wasserstein2(x, y[:10])
+    with pytest.raises(ValueError, match="finite"):
+        metrics.mmd(np.full((3, 2), np.nan), y)

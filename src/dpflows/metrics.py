@@ -6,6 +6,8 @@ Sample-based scores take two clouds and return plain floats or arrays; they are 
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -68,7 +70,7 @@ def _pairwise(x, y):
     return np.maximum(sq, 0.0)
 
 
-def mmd(x: Array, y: Array, *, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)) -> float:
+def mmd(x: Any, y: Any, *, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)) -> float:
     """Squared MMD (unbiased U-statistic) with a sum of Gaussian kernels k(u, v) = Σ_h exp(−‖u−v‖²/(2h²)).
 
     MMD² = E k(X, X′) + E k(Y, Y′) − 2 E k(X, Y), diagonal terms excluded (can be slightly < 0).
@@ -87,14 +89,14 @@ def mmd(x: Array, y: Array, *, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 
     )
 
 
-def energy_distance(x: Array, y: Array) -> float:
+def energy_distance(x: Any, y: Any) -> float:
     """Energy distance 2E‖X−Y‖ − E‖X−X′‖ − E‖Y−Y′‖ (V-statistic, ≥ 0; Székely & Rizzo 2013)."""
     x, y = _two_clouds(x, y)
     d = lambda a, b: np.sqrt(_pairwise(a, b)).mean()  # noqa: E731
     return float(2.0 * d(x, y) - d(x, x) - d(y, y))
 
 
-def wasserstein2(x: Array, y: Array) -> float:
+def wasserstein2(x: Any, y: Any) -> float:
     """Exact W₂ between two uniform clouds of equal size (optimal assignment, scipy): √(min_σ mean ‖xᵢ − y_σ(i)‖²).
 
     O(n³): meant for evaluation clouds of up to a few thousand points.
@@ -109,7 +111,7 @@ def wasserstein2(x: Array, y: Array) -> float:
     return float(np.sqrt(cost[rows, cols].mean()))
 
 
-def mode_coverage(x: Array, centers: Array, *, radius: float, min_share: float = 0.25) -> dict[str, float]:
+def mode_coverage(x: Any, centers: Any, *, radius: float, min_share: float = 0.25) -> dict[str, float]:
     """How a sample covers K known modes: each point goes to its nearest centre if within ``radius``.
 
     Returns:
