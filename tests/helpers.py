@@ -102,10 +102,6 @@ def _ldp_denoiser(dtype=jnp.float32, step_size=0.5, loss="entropic"):
     )
 
 
-def _ldp_denoiser_divergence(dtype=jnp.float32, step_size=0.5):
-    return _ldp_denoiser(dtype, step_size, loss="divergence")
-
-
 # Every public flow at tiny size: a new flow earns the conformance suite by adding one line here.
 FLOWS = [
     FlowCase("ula_gaussian", _ula, {"step_size": 0.1}),
@@ -114,7 +110,6 @@ FLOWS = [
     FlowCase("shk_jump", _shk_jump, {"step_size": 0.1}),
     FlowCase("shk_fixed_bandwidth", _shk_fixed_bandwidth, {"reaction": 2.0}),
     FlowCase("ldp_denoiser", _ldp_denoiser, {"step_size": 0.8}, owns_aux=True),
-    FlowCase("ldp_denoiser_divergence", _ldp_denoiser_divergence, {"step_size": 0.8}, owns_aux=True),
 ]
 
 
