@@ -102,6 +102,42 @@ def _ldp_denoiser(dtype=jnp.float32, step_size=0.5, loss="entropic"):
     )
 
 
+def muon_objective(w, weights):
+    """A module-level mean-field objective on (n, 3, 2) matrices: squared mean plus a quartic."""
+    mean = jnp.tensordot(weights.astype(w.dtype), w, axes=1)
+    target = jnp.arange(6, dtype=w.dtype).reshape(3, 2) / 6
+    return 0.5 * jnp.sum((mean - target) ** 2) + 0.05 * jnp.sum(weights[:, None, None].astype(w.dtype) * w**4)
+
+
+def muon_block_objective(theta, weights):
+    """The same objective written over two blocks of each particle."""
+    return muon_objective(jnp.concatenate([theta["a"], theta["b"]], axis=1), weights)
+
+
+def _muon(dtype=jnp.float32, step_size=0.05):
+    from dpflows.muon import MuonMeanFieldFlow
+
+    return MuonMeanFieldFlow(
+        muon_objective,
+        eps=jnp.asarray(0.3, dtype),
+        damping=jnp.asarray(1.0, dtype),
+        step_size=jnp.asarray(step_size, dtype),
+    )
+
+
+def _muon_blocks(dtype=jnp.float32, damping=1.0):
+    from dpflows.muon import MuonMeanFieldFlow
+
+    return MuonMeanFieldFlow(
+        muon_block_objective,
+        eps={"a": jnp.asarray(0.1, dtype), "b": jnp.asarray(1.0, dtype)},
+        damping=jnp.asarray(damping, dtype),
+        step_size=jnp.asarray(0.05, dtype),
+        blocks={"a": (1, 2), "b": (2, 2)},
+        method="newton",
+    )
+
+
 # Every public flow at tiny size: a new flow earns the conformance suite by adding one line here.
 FLOWS = [
     FlowCase("ula_gaussian", _ula, {"step_size": 0.1}),
@@ -110,6 +146,8 @@ FLOWS = [
     FlowCase("shk_jump", _shk_jump, {"step_size": 0.1}),
     FlowCase("shk_fixed_bandwidth", _shk_fixed_bandwidth, {"reaction": 2.0}),
     FlowCase("ldp_denoiser", _ldp_denoiser, {"step_size": 0.8}, owns_aux=True),
+    FlowCase("muon_meanfield", _muon, {"step_size": 0.1}, event_shape=(3, 2), owns_aux=True),
+    FlowCase("muon_blocks", _muon_blocks, {"damping": 2.0}, event_shape=(6,), owns_aux=True),
 ]
 
 

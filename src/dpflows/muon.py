@@ -1,0 +1,886 @@
+"""Regularised Muon: the smoothed polar map, an optax transform and the mean-field Hamiltonian flow.
+
+Idealised Muon moves a matrix parameter along polar(M) = UVᵀ of its momentum M = UΣVᵀ, a subgradient
+of the nuclear norm ‖M‖_* = Σᵢ σᵢ. Regularised Muon replaces ‖·‖_* by a smooth convex φ_ε and moves
+along the mirror map ∇φ_ε(M). Three kinetic energies (``kind``), all functions of the singular
+values, all with ``‖∇φ_ε(M)‖_op ≤ 1`` except the last:
+
+    "sqrt"       φ_ε(M) = Σᵢ (√(σᵢ² + ε²) − ε),   ∇φ_ε(M) = M (MᵀM + ε²I)^{-1/2} = U diag(σ/√(σ²+ε²)) Vᵀ
+    "huber"      φ_ε(M) = Σᵢ h_ε(σᵢ),              ∇φ_ε(M) = U diag(min(σ/ε, 1)) Vᵀ
+                 (h_ε(σ) = σ²/(2ε) for σ ≤ ε, σ − ε/2 otherwise: Nesterov's quadratic-prox smoothing)
+    "quadratic"  φ_ε(M) = ‖M‖_F² / (2ε),           ∇φ_ε(M) = M / ε   (heavy-ball momentum, the ε → ∞ limit)
+
+**Default: "sqrt".** The paper's abstract calls the smoothing "analytic"; only "sqrt" is analytic
+(real-analytic in M, smooth through rank deficiency), "huber" is C¹ with a kink at σ = ε. Which
+one the paper uses is not known (METHODS.md §3h); both are supported. As ε → 0 both tend to polar(M);
+as ε → ∞, ε∇φ_ε(M) → M for "sqrt".
+
+**Scaling convention.** ε is measured in units of the *h-scaled* accumulator M_{k+1} = (1 − γh)M_k +
+h∇𝓛(W_k) (METHODS.md §3c), whose fixed point under a constant gradient g is g/γ. In Keller Jordan's
+unnormalised form B = M/h the same smoothing is ε/h.
+
+Computation of the map (``method``):
+
+    "eigh"    eigendecomposition of the smaller Gram matrix MᵀM (or MMᵀ): fast on CPU, exact up to the
+              Gram's round-off (float32 loses accuracy once ε/‖M‖_op ≲ 1e-2; use "svd" or float64)
+    "svd"     the SVD of M: the accurate reference, slow on CPU
+    "newton"  matmul-only: the polar factor of the augmented matrix [M; εI] is
+              [M(MᵀM+ε²I)^{-1/2}; ε(MᵀM+ε²I)^{-1/2}], so its top block is the "sqrt" map; it is
+              computed by a Newton–Schulz-type iteration with odd-quintic steps designed by greedy
+              minimax composition (Polar Express) for normalised singular values in [1e-3, 1]
+              (i.e. ε ≥ 1e-3·‖MᵀM + ε²I‖_F^{1/2}), then one classic quintic step on a recomputed Gram
+              that removes the float round-off drift of the carried iteration. Default 7 steps: within
+              ~1e-4 (operator norm) of the exact map in float32. "sqrt" and "quadratic" only.
+
+References:
+    Mustafi, Mukherjee & Sriperumbudur (2026), "Move on Muon: A Hamiltonian probability gradient flow
+    perspective of Muon optimizer", arXiv:2605.23871 (abstract; the rest is reconstructed, METHODS.md §3).
+    Jordan et al. (2024), Muon. Amsel et al. (2025), "The Polar Express", arXiv:2505.16932.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from . import _validate
+from ._typing import Array, Float, Info, PRNGKeyArray, PyTreeAny
+from .flow import AbstractFlow
+from .particles import Particles
+
+__all__ = [
+    "KINDS",
+    "METHODS",
+    "AbstractMeanFieldObjective",
+    "MeanFieldObjective",
+    "MixtureOfExperts",
+    "MuonMeanFieldFlow",
+    "RegularizedMuonState",
+    "TwoLayerNetwork",
+    "inverse_regularized_polar",
+    "newton_coefficients",
+    "operator_norm",
+    "regularized_muon",
+    "regularized_polar",
+    "scale_by_regularized_muon",
+    "smoothed_nuclear_norm",
+    "smoothed_nuclear_norm_conjugate",
+]
+
+KINDS = ("sqrt", "huber", "quadratic")
+METHODS = ("eigh", "svd", "newton")
+
+# Odd quintics p(x) = a x + b x³ + c x⁵ for the "newton" path: greedy minimax composition for
+# singular values in [1e-3, 1], each interval widened by 1 % (scripts/muon_coefficients.py prints
+# this table). After the designed steps, the classic quintic (15x − 10x³ + 3x⁵)/8 (p(1) = 1,
+# p'(1) = p''(1) = 0: cubic convergence) refines further.
+_NEWTON_COEFFS = (
+    (8.3822454843, -24.3298299688, 17.6828673680),  # image [8.298e-03, 1.991702]
+    (4.1256733594, -2.9782431665, 0.5401572832),  # image [3.389e-02, 1.966108]
+    (3.9403502116, -2.8805409476, 0.5375798463),  # image [1.321e-01, 1.867896]
+    (3.3148113081, -2.4430353520, 0.4905042044),  # image [4.281e-01, 1.571926]
+    (2.3226789879, -1.6710058945, 0.4101033768),  # image [8.628e-01, 1.137244]
+    (1.8956034926, -1.2703112312, 0.3749836271),  # image [9.980e-01, 1.002001]
+)
+_CLASSIC_QUINTIC = (15.0 / 8.0, -10.0 / 8.0, 3.0 / 8.0)
+NEWTON_LOWER = 1e-3  # the design bound on ε / ‖MᵀM + ε²I‖_F^{1/2}
+DEFAULT_NEWTON_ITERATIONS = 7
+
+
+def newton_coefficients(num_iterations: int) -> tuple[tuple[float, float, float], ...]:
+    """The quintic schedule used by ``method="newton"`` with ``num_iterations`` steps."""
+    num_iterations = _validate.positive_int("num_iterations", num_iterations)
+    extra = max(0, num_iterations - len(_NEWTON_COEFFS))
+    return (_NEWTON_COEFFS + (_CLASSIC_QUINTIC,) * extra)[:num_iterations]
+
+
+# ------------------------------------------------------------------------------- validation
+def _check_kind_method(kind: str, method: str) -> None:
+    _validate.one_of("kind", kind, KINDS)
+    _validate.one_of("method", method, METHODS)
+    if method == "newton" and kind == "huber":
+        raise ValueError(
+            'method="newton" supports kind "sqrt" and "quadratic" only (min(σ/ε, 1) has no smooth '
+            'matmul-only iteration); use method="eigh" or "svd" for kind="huber"'
+        )
+
+
+def _check_matrix(name: str, m: Any) -> jax.Array:
+    m = _validate.floating_array(name, m)
+    if m.ndim < 2 or 0 in m.shape[-2:]:
+        raise ValueError(f"{name} must be a (..., p, q) array of non-empty matrices, got shape {m.shape}")
+    return m
+
+
+def _check_eps(eps: Any, m: jax.Array) -> jax.Array:
+    """ε as an array of the leading (batch) shape of ``m`` and its dtype."""
+    _validate.positive("eps", eps)
+    eps = jnp.asarray(eps)
+    try:
+        return jnp.broadcast_to(eps, m.shape[:-2]).astype(m.dtype)
+    except ValueError as err:
+        raise ValueError(
+            f"eps must be a scalar or broadcast to the leading axes {m.shape[:-2]} of the matrices, "
+            f"got shape {eps.shape}"
+        ) from err
+
+
+def _mT(a: jax.Array) -> jax.Array:
+    return jnp.swapaxes(a, -1, -2)
+
+
+def _gram(m: jax.Array) -> tuple[jax.Array, bool]:
+    """The smaller Gram matrix of ``m`` and whether it is MᵀM (tall or square m)."""
+    tall = m.shape[-2] >= m.shape[-1]
+    return (_mT(m) @ m if tall else m @ _mT(m)), tall
+
+
+def _squared_singular_values(m: jax.Array, method: str) -> jax.Array:
+    """σᵢ² of each matrix (min(p, q) of them), from the Gram eigenvalues or the SVD."""
+    if method == "svd":
+        return jnp.linalg.svd(m, compute_uv=False) ** 2
+    gram, _ = _gram(m)
+    return jnp.maximum(jnp.linalg.eigvalsh(gram), 0.0)
+
+
+# --------------------------------------------------------------------------- the smoothed norm
+def smoothed_nuclear_norm(m: Any, eps: Any, kind: str = "sqrt", *, method: str = "eigh") -> Array:
+    """φ_ε(M), the smoothed nuclear norm (module docstring), over the last two axes.
+
+    Differentiable: ``jax.grad`` of it is :func:`regularized_polar` (tested, including at
+    rank-deficient M, where "sqrt" is smooth).
+
+    Args:
+        m: (..., p, q) matrices.
+        eps: ε > 0 (a scalar or broadcastable to the leading axes).
+        kind: "sqrt" (default), "huber" or "quadratic".
+        method: "eigh" (Gram eigenvalues) or "svd" (singular values); "newton" is treated as "eigh".
+
+    Returns:
+        (...,) values; φ_ε(0) = 0.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(smoothed_nuclear_norm(jnp.diag(jnp.array([3.0, 4.0])), 4.0))  # (5 − 4) + (√32 − 4)
+        2.656854...
+    """
+    _check_kind_method(kind, "eigh" if method == "newton" else method)
+    m = _check_matrix("m", m)
+    eps = _check_eps(eps, m)
+    if kind == "quadratic":
+        return jnp.sum(m**2, axis=(-2, -1)) / (2 * eps)
+    lam = _squared_singular_values(m, "svd" if method == "svd" else "eigh")
+    e = eps[..., None]
+    if kind == "sqrt":
+        return jnp.sum(lam / (jnp.sqrt(lam + e**2) + e), axis=-1)  # √(σ²+ε²) − ε without cancellation
+    sigma = jnp.sqrt(jnp.where(lam > e**2, lam, e**2))  # safe sqrt: the branch below never uses σ ≤ ε
+    return jnp.sum(jnp.where(lam <= e**2, lam / (2 * e), sigma - e / 2), axis=-1)
+
+
+def smoothed_nuclear_norm_conjugate(o: Any, eps: Any, kind: str = "sqrt") -> Array:
+    """φ_ε*(O), the Fenchel conjugate, finite on the unit operator-norm ball (all ``O`` for "quadratic").
+
+        "sqrt":       φ_ε*(O) = ε Σᵢ (1 − √(1 − sᵢ²))     (sᵢ the singular values of O)
+        "huber":      φ_ε*(O) = (ε/2) ‖O‖_F²              (‖O‖_op ≤ 1)
+        "quadratic":  φ_ε*(O) = (ε/2) ‖O‖_F²
+
+    Outside the ball it returns NaN ("sqrt") or the formula ("huber"); the conjugate is +∞ there.
+    Fenchel–Young holds with equality at O = ∇φ_ε(M): φ_ε(M) + φ_ε*(O) = ⟨M, O⟩.
+    """
+    _validate.one_of("kind", kind, KINDS)
+    o = _check_matrix("o", o)
+    eps = _check_eps(eps, o)
+    if kind != "sqrt":
+        return eps / 2 * jnp.sum(o**2, axis=(-2, -1))
+    s2 = _squared_singular_values(o, "eigh")
+    return eps * jnp.sum(s2 / (1 + jnp.sqrt(1 - s2)), axis=-1)  # 1 − √(1 − s²) without cancellation
+
+
+# ------------------------------------------------------------------------------------ the map
+def _gram_function(m: jax.Array, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """M · fn(MᵀM) (= fn(MMᵀ) · M) through the smaller Gram's eigendecomposition."""
+    gram, tall = _gram(m)
+    lam, vec = jnp.linalg.eigh(gram)
+    mid = (vec * fn(jnp.maximum(lam, 0.0))[..., None, :]) @ _mT(vec)
+    return m @ mid if tall else mid @ m
+
+
+def _newton_sqrt(m: jax.Array, eps: jax.Array, num_iterations: int) -> jax.Array:
+    """M (MᵀM + ε²I)^{-1/2} with matmuls only (module docstring, "newton").
+
+    With X₀ = [M; εI]/s and G₀ = X₀ᵀX₀ = (MᵀM + ε²I)/s² (s² = ‖MᵀM + ε²I‖_F ≥ λ_max), each step
+    X ← X·P(XᵀX), P(G) = aI + bG + cG², keeps X = X₀H with H a polynomial in G₀. The first
+    ``num_iterations − 1`` steps carry only H and G = HG₀H (q × q, commuting): H ← HP, G ← GP². Carrying
+    G lets round-off drift between G and H (a ~1e-4 floor in float32), so the last step recomputes
+    G = HG₀H and takes the classic quintic, which corrects the drift cubically. The result is M·H/s.
+    Cost: 4 (num_iterations − 1) + 5 matmuls of q × q (q = min(p, q)) plus two of p × q × q.
+    """
+    gram, tall = _gram(m)
+    eye = jnp.broadcast_to(jnp.eye(gram.shape[-1], dtype=m.dtype), gram.shape)
+    g0 = gram + (eps**2)[..., None, None] * eye
+    s2 = jnp.sqrt(jnp.sum(g0**2, axis=(-2, -1), keepdims=True))
+    g0 = g0 / s2
+
+    def poly(coeffs, g):
+        a, b, c = coeffs
+        return a * eye + b * g + c * (g @ g)
+
+    g, h = g0, None
+    carried = newton_coefficients(num_iterations)[: num_iterations - 1]
+    for i, coeffs in enumerate(carried):
+        p = poly(coeffs, g)
+        h = p if h is None else h @ p
+        if i + 1 < len(carried):
+            g = (g @ p) @ p
+    if h is not None:
+        g = h @ g0 @ h  # consistent with H again
+    p = poly(_CLASSIC_QUINTIC if h is not None else newton_coefficients(1)[0], g)
+    h = p if h is None else h @ p
+    h = h / jnp.sqrt(s2)
+    return m @ h if tall else h @ m
+
+
+def regularized_polar(
+    m: Any,
+    eps: Any,
+    kind: str = "sqrt",
+    *,
+    method: str = "eigh",
+    num_iterations: int = DEFAULT_NEWTON_ITERATIONS,
+) -> Array:
+    """∇φ_ε(M), the regularised polar factor (module docstring), over the last two axes.
+
+        "sqrt":       M (MᵀM + ε²I)^{-1/2} = U diag(σ/√(σ² + ε²)) Vᵀ     (‖·‖_op < 1)
+        "huber":      U diag(min(σ/ε, 1)) Vᵀ                             (‖·‖_op ≤ 1)
+        "quadratic":  M / ε
+
+    Args:
+        m: (..., p, q) matrices (the momentum).
+        eps: ε > 0.
+        kind: "sqrt" (default), "huber" or "quadratic".
+        method: "eigh" (default), "svd" or "newton" (matmul-only; "sqrt"/"quadratic").
+        num_iterations: quintic steps of the "newton" path (default 7: ~1e-4 from the exact map in float32).
+
+    Returns:
+        (..., p, q) array.
+
+    Raises:
+        ValueError: unknown ``kind``/``method``, ``eps`` ≤ 0, empty or non-matrix ``m``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> regularized_polar(jnp.diag(jnp.array([3.0, 0.0])), 4.0)  # 3/5 and 0
+        Array([[0.6, 0. ],
+               [0. , 0. ]], dtype=float32)
+    """
+    _check_kind_method(kind, method)
+    m = _check_matrix("m", m)
+    eps = _check_eps(eps, m)
+    if kind == "quadratic":
+        return m / eps[..., None, None]
+    if method == "newton":
+        return _newton_sqrt(m, eps, _validate.positive_int("num_iterations", num_iterations))
+    e = eps[..., None]
+    if method == "svd":
+        u, s, vt = jnp.linalg.svd(m, full_matrices=False)
+        f = s / jnp.sqrt(s**2 + e**2) if kind == "sqrt" else jnp.minimum(s / e, 1.0)
+        return (u * f[..., None, :]) @ vt
+    if kind == "sqrt":
+        return _gram_function(m, lambda lam: jax.lax.rsqrt(lam + e**2))
+    return _gram_function(m, lambda lam: 1.0 / jnp.maximum(jnp.sqrt(lam), e))
+
+
+def inverse_regularized_polar(o: Any, eps: Any, kind: str = "sqrt") -> Array:
+    """The inverse mirror map ∇φ_ε*(O): momentum M with ∇φ_ε(M) = O (needs ‖O‖_op < 1 except "quadratic").
+
+    "sqrt":                  M = ε O (I − OᵀO)^{-1/2}
+    "huber" / "quadratic":   M = ε O    ("huber": only for ‖O‖_op < 1, where the map is 1-to-1)
+    """
+    _validate.one_of("kind", kind, KINDS)
+    o = _check_matrix("o", o)
+    eps = _check_eps(eps, o)
+    if kind != "sqrt":
+        return eps[..., None, None] * o
+    return eps[..., None, None] * _gram_function(o, lambda lam: jax.lax.rsqrt(1.0 - lam))
+
+
+# ------------------------------------------------------------------------- the optax transform
+class RegularizedMuonState(NamedTuple):
+    """State of :func:`scale_by_regularized_muon`: step count and the h-scaled momentum M."""
+
+    count: jax.Array
+    momentum: optax.Updates
+
+
+def _check_optimizer_hyper(learning_rate, eps, damping) -> None:
+    if not callable(learning_rate):
+        _validate.positive("learning_rate", learning_rate)
+    _validate.positive("eps", eps)
+    _validate.positive("damping", damping, allow_zero=True)
+    if not callable(learning_rate) and _validate.is_concrete((learning_rate, damping)):
+        if float(jnp.max(jnp.asarray(learning_rate) * jnp.asarray(damping))) > 1.0:
+            raise ValueError(
+                f"learning_rate × damping must be <= 1 (the momentum factor 1 − γh must stay in [0, 1]), got "
+                f"learning_rate={learning_rate}, damping={damping}"
+            )
+
+
+def scale_by_regularized_muon(
+    learning_rate: float | Array | optax.Schedule,
+    eps: float | Array,
+    damping: float | Array,
+    *,
+    kind: str = "sqrt",
+    method: str = "eigh",
+    num_iterations: int = DEFAULT_NEWTON_ITERATIONS,
+) -> optax.GradientTransformation:
+    """Regularised Muon on matrix leaves (the whole update, learning rate included).
+
+        M_{k+1} = (1 − γh) M_k + h g_k,     update_k = −h ∇φ_ε(M_{k+1})
+
+    with h = ``learning_rate`` (or ``learning_rate(k)``), γ = ``damping``, g the gradient. Every
+    leaf must be a (..., p, q) array; leading axes are batches of matrices.
+    """
+    _check_kind_method(kind, method)
+    _check_optimizer_hyper(learning_rate, eps, damping)
+
+    def init_fn(params):
+        return RegularizedMuonState(jnp.zeros([], jnp.int32), jax.tree_util.tree_map(jnp.zeros_like, params))
+
+    def update_fn(updates, state, params=None):
+        del params
+        h = learning_rate(state.count) if callable(learning_rate) else learning_rate
+
+        def one(g, m):
+            hh = jnp.asarray(h, g.dtype)
+            m = (1 - jnp.asarray(damping, g.dtype) * hh) * m + hh * g
+            step = regularized_polar(m, jnp.asarray(eps, g.dtype), kind, method=method, num_iterations=num_iterations)
+            return -hh * step, m
+
+        pairs = jax.tree_util.tree_map(one, updates, state.momentum)
+        is_pair = lambda x: isinstance(x, tuple) and len(x) == 2 and all(isinstance(a, jax.Array) for a in x)  # noqa: E731
+        new_updates = jax.tree_util.tree_map(lambda p: p[0], pairs, is_leaf=is_pair)
+        momentum = jax.tree_util.tree_map(lambda p: p[1], pairs, is_leaf=is_pair)
+        return new_updates, RegularizedMuonState(optax.safe_increment(state.count), momentum)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def regularized_muon(
+    learning_rate: float | Array | optax.Schedule,
+    eps: float | Array,
+    damping: float | Array,
+    *,
+    kind: str = "sqrt",
+    method: str = "eigh",
+    num_iterations: int = DEFAULT_NEWTON_ITERATIONS,
+    adam_learning_rate: float | Array | optax.Schedule | None = None,
+    adam_b1: float = 0.9,
+    adam_b2: float = 0.999,
+) -> optax.GradientTransformation:
+    """Regularised Muon as an ``optax`` optimizer: 2-D leaves by the regularised map, the rest by Adam.
+
+    Matrix leaves follow :func:`scale_by_regularized_muon`; leaves that are not 2-D (biases, scalars,
+    stacked tensors) go to ``optax.adam(adam_learning_rate or learning_rate)``, as
+    ``optax.contrib.muon`` does. As ε → 0 the matrix update tends to −h·polar(M), the idealised Muon
+    direction of ``optax.contrib.muon`` (which approximates polar by five Newton–Schulz steps).
+
+    Args:
+        learning_rate: h > 0 or a schedule; with the h-scaled momentum the step is h·∇φ_ε(M).
+        eps: ε > 0, in units of M (module docstring: ε/h in the unnormalised convention).
+        damping: γ ≥ 0 with γh ≤ 1; the momentum factor is μ = 1 − γh.
+        kind: "sqrt" (default), "huber" or "quadratic" (:func:`regularized_polar`).
+        method: "eigh" (default), "svd" or "newton" (:func:`regularized_polar`).
+        num_iterations: steps of the "newton" path.
+        adam_learning_rate: Adam's learning rate for the non-matrix leaves (default: ``learning_rate``).
+        adam_b1: Adam's β₁.
+        adam_b2: Adam's β₂.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+        >>> opt = regularized_muon(0.1, eps=0.01, damping=1.0)
+        >>> grads = jax.grad(lambda p: jnp.sum((p["w"] @ jnp.ones(2) - 1.0) ** 2) + jnp.sum(p["b"] ** 2))(params)
+        >>> updates, state = opt.update(grads, opt.init(params))
+        >>> updates["w"].shape, updates["b"].shape
+        ((3, 2), (2,))
+    """
+    adam_lr = learning_rate if adam_learning_rate is None else adam_learning_rate
+
+    def labels(params):
+        return jax.tree_util.tree_map(lambda p: "muon" if jnp.ndim(p) == 2 else "adam", params)
+
+    inner = optax.partition(
+        {
+            "muon": scale_by_regularized_muon(
+                learning_rate, eps, damping, kind=kind, method=method, num_iterations=num_iterations
+            ),
+            "adam": optax.adam(adam_lr, b1=adam_b1, b2=adam_b2),
+        },
+        labels,
+    )
+    return _standard_promotion(inner)
+
+
+def _standard_promotion(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """Run an optax transform under standard dtype promotion.
+
+    optax's Adam mixes its int32 step count with Python floats, which fails when a user runs JAX
+    with ``jax_numpy_dtype_promotion="strict"``; our own arithmetic is explicit, so this only
+    relaxes optax's.
+    """
+
+    def init_fn(params):
+        with jax.numpy_dtype_promotion("standard"):
+            return inner.init(params)
+
+    def update_fn(updates, state, params=None):
+        with jax.numpy_dtype_promotion("standard"):
+            return inner.update(updates, state, params)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+# -------------------------------------------------------------------- mean-field objectives
+class AbstractMeanFieldObjective(eqx.Module):
+    """J(ρ) = R(∫F dρ): a feature map F of one particle and a risk R of the mean feature.
+
+    Concrete objectives implement ``feature`` (one particle → a pytree in 𝓗) and ``risk``; calling
+    the objective on stacked particles ``theta`` (leading axis n) with weights w gives
+    J(ρ_N) = R(Σᵢ wᵢ F(θᵢ)).
+    """
+
+    def feature(self, theta: PyTreeAny) -> PyTreeAny:
+        """F(θ) for one particle."""
+        raise NotImplementedError
+
+    def risk(self, mean_feature: PyTreeAny) -> Array:
+        """R(m) of the mean feature m = Σ wᵢ F(θᵢ)."""
+        raise NotImplementedError
+
+    def mean_feature(self, theta: PyTreeAny, weights: Array) -> PyTreeAny:
+        """m_N = Σᵢ wᵢ F(θᵢ)."""
+        feats = jax.vmap(self.feature)(theta)
+        return jax.tree_util.tree_map(lambda f: jnp.tensordot(weights.astype(f.dtype), f, axes=1), feats)
+
+    def __call__(self, theta: PyTreeAny, weights: Array) -> Array:
+        """J(ρ_N) = R(Σᵢ wᵢ F(θᵢ))."""
+        return self.risk(self.mean_feature(theta, weights))
+
+
+class MeanFieldObjective(AbstractMeanFieldObjective):
+    """J(ρ) = R(∫F dρ) from two functions: ``feature(theta)`` and ``risk(mean_feature)``.
+
+    Define both at module level (or as ``eqx.Module``s) so a new lambda does not recompile the flow.
+    """
+
+    feature_fn: Callable[[PyTreeAny], PyTreeAny]
+    risk_fn: Callable[[PyTreeAny], Array]
+
+    def feature(self, theta):
+        """F(θ) = ``feature_fn(θ)``."""
+        return self.feature_fn(theta)
+
+    def risk(self, mean_feature):
+        """R(m) = ``risk_fn(m)``."""
+        return self.risk_fn(mean_feature)
+
+
+def _check_regression_data(inputs: Any, targets: Any) -> tuple[jax.Array, jax.Array]:
+    x = _validate.floating_array("inputs", inputs)
+    y = _validate.floating_array("targets", targets)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"inputs must have shape (num_inputs, d) with num_inputs >= 1, got {x.shape}")
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"targets must have shape ({x.shape[0]},) or ({x.shape[0]}, o), got {y.shape}")
+    _validate.finite("inputs", x)
+    _validate.finite("targets", y)
+    return x, y
+
+
+class TwoLayerNetwork(AbstractMeanFieldObjective):
+    """Mean-field two-layer network, squared loss: f(x) = Σᵢ wᵢ F(θᵢ)(x), J = ½ E‖f(x) − y‖².
+
+    A particle is a group of k hidden units: either one matrix ``W`` (k, d) with the fixed readout
+    F(W)(x) = (1/k) Σ_r σ(W x)_r (scalar output), or blocks ``{"hidden": (k, d), "readout": (o, k)}``
+    with F(θ)(x) = readout · σ(hidden · x). Append a constant column to ``inputs`` for biases.
+
+    Args:
+        inputs: (num_inputs, d) training inputs.
+        targets: (num_inputs,) or (num_inputs, o).
+        activation: σ, elementwise (module-level function; default tanh).
+    """
+
+    inputs: Float[Array, "s d"]
+    targets: Float[Array, "s o"]
+    activation: Callable[[Array], Array] = eqx.field(static=True, default=jnp.tanh)
+
+    def __init__(self, inputs: Any, targets: Any, activation: Callable[[Array], Array] = jnp.tanh):
+        """See the class docstring."""
+        self.inputs, self.targets = _check_regression_data(inputs, targets)
+        self.activation = activation
+
+    def feature(self, theta):
+        """F(θ)(xₛ) for all inputs: (num_inputs, o)."""
+        if isinstance(theta, Mapping):
+            hidden = self.activation(self.inputs.astype(theta["hidden"].dtype) @ theta["hidden"].T)
+            return hidden @ theta["readout"].T
+        hidden = self.activation(self.inputs.astype(theta.dtype) @ theta.T)
+        return jnp.mean(hidden, axis=-1, keepdims=True)
+
+    def risk(self, mean_feature):
+        """½ mean over inputs of ‖f(x) − y‖²."""
+        return 0.5 * jnp.mean(jnp.sum((mean_feature - self.targets.astype(mean_feature.dtype)) ** 2, axis=-1))
+
+    def predict(self, theta: PyTreeAny, weights: Array) -> Array:
+        """The network output f on the stored inputs: (num_inputs, o)."""
+        return self.mean_feature(theta, weights)
+
+
+class MixtureOfExperts(AbstractMeanFieldObjective):
+    """Softmax-gated mixture of experts as a mean field (METHODS.md §3b), squared loss.
+
+        h(x) = Σᵢ wᵢ e^{⟨gᵢ, x⟩} Eᵢ(x) / Σᵢ wᵢ e^{⟨gᵢ, x⟩},   Eᵢ(x) = readoutᵢ · σ(hiddenᵢ · x)
+
+    i.e. F(θ) = (e^{⟨g, ·⟩} E(θ; ·), e^{⟨g, ·⟩}) ∈ 𝓗 × 𝓗 and R(u, v) = ½ E‖u/v − y‖². A particle
+    (expert) is the blocks ``{"gate": (1, d), "hidden": (k, d), "readout": (o, k)}``.
+
+    Args:
+        inputs: (num_inputs, d).
+        targets: (num_inputs,) or (num_inputs, o).
+        activation: σ (default tanh).
+    """
+
+    inputs: Float[Array, "s d"]
+    targets: Float[Array, "s o"]
+    activation: Callable[[Array], Array] = eqx.field(static=True, default=jnp.tanh)
+
+    def __init__(self, inputs: Any, targets: Any, activation: Callable[[Array], Array] = jnp.tanh):
+        """See the class docstring."""
+        self.inputs, self.targets = _check_regression_data(inputs, targets)
+        self.activation = activation
+
+    def feature(self, theta):
+        """(e^{⟨g,x⟩} E(x), e^{⟨g,x⟩}) on all inputs."""
+        x = self.inputs.astype(theta["hidden"].dtype)
+        gate = jnp.exp(x @ theta["gate"][0])
+        expert = self.activation(x @ theta["hidden"].T) @ theta["readout"].T
+        return gate[:, None] * expert, gate
+
+    def risk(self, mean_feature):
+        """½ mean ‖u/v − y‖²."""
+        u, v = mean_feature
+        return 0.5 * jnp.mean(jnp.sum((u / v[:, None] - self.targets.astype(u.dtype)) ** 2, axis=-1))
+
+    def predict(self, theta: PyTreeAny, weights: Array) -> Array:
+        """The gated prediction h on the stored inputs: (num_inputs, o)."""
+        u, v = self.mean_feature(theta, weights)
+        return u / v[:, None]
+
+
+# ---------------------------------------------------------------------------- the particle flow
+class _Carry(eqx.Module):
+    """The objective and its gradient at the current positions (saves one evaluation per step)."""
+
+    objective: Array
+    grad: Array
+
+
+def _as_blocks(blocks: Any) -> tuple[tuple[str, tuple[int, int]], ...] | None:
+    if blocks is None:
+        return None
+    if not isinstance(blocks, Mapping) or not blocks:
+        raise TypeError(f"blocks must be a non-empty mapping name -> (p, q), got {blocks!r}")
+    out = []
+    for name, shape in blocks.items():
+        if not isinstance(name, str):
+            raise TypeError(f"blocks keys must be strings, got {name!r}")
+        if (
+            not isinstance(shape, tuple | list)
+            or len(shape) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+        ):
+            raise ValueError(f"blocks[{name!r}] must be a shape (p, q) of positive ints, got {shape!r}")
+        out.append((name, (int(shape[0]), int(shape[1]))))
+    return tuple(out)
+
+
+class MuonMeanFieldFlow(AbstractFlow):
+    """Regularised-Muon mean-field dynamics: damped Hamiltonian particles (W, P) over matrices.
+
+    For J(ρ) = R(∫F dρ) and N weighted particles ρ_N = Σᵢ wᵢ δ_{Wᵢ} (wᵢ = 1/N: the usual mean field),
+    the ODE (METHODS.md §3b, P = −M the momentum)
+
+        Ẇᵢ = ∇φ_ε(Pᵢ),     Ṗᵢ = −Gᵢ − γ Pᵢ,     Gᵢ = ∇_{Wᵢ} J(ρ_N) / wᵢ  (= N ∇_{Wᵢ}J)
+
+    has the Hamiltonian H_N = J(ρ_N) + Σᵢ wᵢ φ_ε(Pᵢ) and dH_N/dt = −γ Σᵢ wᵢ ⟨∇φ_ε(Pᵢ), Pᵢ⟩ ≤ 0.
+    One step is regularised Muon with h-scaled momentum (``step_size`` = h, ``damping`` = γ):
+
+        Pᵢ ← (1 − γh) Pᵢ − h Gᵢ,     Wᵢ ← Wᵢ + h ∇φ_ε(Pᵢ)
+
+    Exactly, ΔH = −hγ Σwᵢ⟨∇φ_ε(P'ᵢ), Pᵢ⟩ + r_J + r_K with r_K ≤ 0 (φ_ε convex) and r_J the
+    second-order remainder of J along the move, so ΔH ≤ hγ|Σwᵢ⟨∇φ_ε(P'ᵢ), Pᵢ − P'ᵢ⟩| + r_J. The step
+    estimates r_J by the trapezoid rule r̂_J = ½⟨∇J(W') − ∇J(W), W' − W⟩ (error O(h³)) and reports
+    ``discretisation_error`` = |r̂_J| + hγ|Σwᵢ⟨∇φ_ε(P'ᵢ), Pᵢ − P'ᵢ⟩| + round-off; ``energy_flag`` is
+    1 when H rose by more than that (step too large for a non-smooth objective, or a bug).
+
+    ``blocks`` (mixture of experts and other multi-matrix particles): each particle is a dict of
+    matrix blocks, stored flat in ``state.x`` (n, Σ p_b q_b); the kinetic energy is Σ_b φ_{ε_b}(P^b),
+    one ε per block, and every block moves by its own map. ``unflatten``/``flatten`` convert.
+
+    ``info``: ``hamiltonian`` H, ``objective`` J, ``kinetic`` Σwφ_ε(P), ``dissipation``
+    γΣw⟨∇φ_ε(P), P⟩ (the continuous dH/dt is minus this), ``energy_change`` ΔH,
+    ``discretisation_error``, ``energy_flag``. Deterministic: the key is not used. Weights pass
+    through; ``aux`` carries J and ∇J at the current positions.
+
+    Args:
+        objective: J(θ, weights) → scalar for stacked particles θ (leading axis n): an
+            :class:`AbstractMeanFieldObjective` or a module-level function.
+        eps: ε > 0, or with ``blocks`` a mapping block → ε (a scalar is used for every block).
+        damping: γ ≥ 0 (γh ≤ 1).
+        step_size: h > 0.
+        blocks: optional mapping name → (p, q).
+        kind: "sqrt" (default), "huber" or "quadratic" (heavy-ball momentum with mass ε).
+        method, num_iterations: how the map is computed (:func:`regularized_polar`).
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr
+        >>> import dpflows
+        >>> def objective(w, weights):  # J(ρ) = ½‖∫W dρ − I‖_F², minimised by any ρ with mean I
+        ...     return 0.5 * jnp.sum((jnp.tensordot(weights, w, axes=1) - jnp.eye(2)) ** 2)
+        >>> flow = MuonMeanFieldFlow(objective, eps=0.1, damping=2.0, step_size=0.05)
+        >>> state, trace = dpflows.run(flow, flow.init(jr.normal(jr.key(0), (64, 2, 2))), jr.key(1), 400)
+        >>> bool(trace["hamiltonian"][-1] < 1e-3 * trace["hamiltonian"][0])
+        True
+    """
+
+    objective: Callable[[PyTreeAny, Array], Array]
+    eps: Any
+    damping: Float[Array, ...]
+    step_size: Float[Array, ...]
+    blocks: tuple[tuple[str, tuple[int, int]], ...] | None = eqx.field(static=True, default=None)
+    kind: str = eqx.field(static=True, default="sqrt")
+    method: str = eqx.field(static=True, default="eigh")
+    num_iterations: int = eqx.field(static=True, default=DEFAULT_NEWTON_ITERATIONS)
+
+    def __init__(
+        self,
+        objective: Callable[[PyTreeAny, Array], Array],
+        *,
+        eps: Any,
+        damping: Any,
+        step_size: Any,
+        blocks: Mapping[str, tuple[int, int]] | None = None,
+        kind: str = "sqrt",
+        method: str = "eigh",
+        num_iterations: int = DEFAULT_NEWTON_ITERATIONS,
+    ):
+        """See the class docstring."""
+        if not callable(objective):
+            raise TypeError(f"objective must be callable J(theta, weights), got {type(objective).__name__}")
+        self.objective = objective
+        self.blocks = _as_blocks(blocks)
+        if self.blocks is None:
+            if isinstance(eps, Mapping):
+                raise TypeError("eps must be a number without blocks (a mapping of ε per block needs blocks=)")
+            self.eps = jnp.asarray(eps)
+        else:
+            names = [name for name, _ in self.blocks]
+            if isinstance(eps, Mapping):
+                if set(eps) != set(names):
+                    raise ValueError(f"eps must give one ε per block {sorted(names)}, got keys {sorted(eps)}")
+                self.eps = {name: jnp.asarray(eps[name]) for name in names}
+            else:
+                self.eps = {name: jnp.asarray(eps) for name in names}
+        self.damping = jnp.asarray(damping)
+        self.step_size = jnp.asarray(step_size)
+        self.kind = kind
+        self.method = method
+        self.num_iterations = num_iterations
+
+    def __check_init__(self):
+        _check_kind_method(self.kind, self.method)
+        for name, value in self._eps_items():
+            _validate.positive(name, value)
+        _validate.positive("damping", self.damping, allow_zero=True)
+        _validate.positive("step_size", self.step_size)
+        _validate.positive_int("num_iterations", self.num_iterations)
+        if _validate.is_concrete((self.damping, self.step_size)):
+            if float(jnp.max(self.damping * self.step_size)) > 1.0:
+                raise ValueError(
+                    "step_size × damping must be <= 1 (the momentum factor 1 − γh must stay in [0, 1]), got "
+                    f"step_size={self.step_size}, damping={self.damping}"
+                )
+
+    def _eps_items(self) -> list[tuple[str, Any]]:
+        if self.blocks is None:
+            return [("eps", self.eps)]
+        return [(f"eps[{name!r}]", self.eps[name]) for name, _ in self.blocks]
+
+    # ------------------------------------------------------------------------ layout helpers
+    @property
+    def event_size(self) -> int | None:
+        """Σ_b p_b q_b for a blockwise flow (the width of ``state.x``); None otherwise."""
+        return None if self.blocks is None else sum(p * q for _, (p, q) in self.blocks)
+
+    def unflatten(self, x: Array) -> PyTreeAny:
+        """(n, Σ p_b q_b) → {block: (n, p_b, q_b)} (the identity without blocks)."""
+        if self.blocks is None:
+            return x
+        out, start = {}, 0
+        for name, (p, q) in self.blocks:
+            out[name] = x[..., start : start + p * q].reshape(*x.shape[:-1], p, q)
+            start += p * q
+        return out
+
+    def flatten(self, theta: PyTreeAny) -> Array:
+        """{block: (n, p_b, q_b)} → (n, Σ p_b q_b) (the identity without blocks)."""
+        if self.blocks is None:
+            return theta
+        return jnp.concatenate(
+            [theta[name].reshape(*theta[name].shape[:-2], p * q) for name, (p, q) in self.blocks], axis=-1
+        )
+
+    # --------------------------------------------------------------------------- the physics
+    def _map(self, p: Array) -> Array:
+        """∇φ_ε(P) for every particle (and every block)."""
+        if self.blocks is None:
+            return regularized_polar(
+                p, self.eps.astype(p.dtype), self.kind, method=self.method, num_iterations=self.num_iterations
+            )
+        blocks = self.unflatten(p)
+        return self.flatten(
+            {
+                name: regularized_polar(
+                    blocks[name],
+                    self.eps[name].astype(p.dtype),
+                    self.kind,
+                    method=self.method,
+                    num_iterations=self.num_iterations,
+                )
+                for name, _ in self.blocks
+            }
+        )
+
+    def _phi(self, p: Array) -> Array:
+        """φ_ε(Pᵢ) per particle: (n,) (summed over blocks)."""
+        method = "svd" if self.method == "svd" else "eigh"
+        if self.blocks is None:
+            return smoothed_nuclear_norm(p, self.eps.astype(p.dtype), self.kind, method=method)
+        blocks = self.unflatten(p)
+        return sum(
+            smoothed_nuclear_norm(blocks[name], self.eps[name].astype(p.dtype), self.kind, method=method)
+            for name, _ in self.blocks
+        )
+
+    def _value_and_grad(self, x: Array, weights: Array) -> tuple[Array, Array]:
+        def j(flat):
+            return self.objective(self.unflatten(flat), weights)
+
+        value, grad = jax.value_and_grad(j)(x)
+        return value, grad
+
+    def kinetic_energy(self, state: Particles) -> Array:
+        """Σᵢ wᵢ φ_ε(Pᵢ)."""
+        return jnp.sum(state.weights * self._phi(state.v))
+
+    def objective_value(self, state: Particles) -> Array:
+        """J(ρ_N)."""
+        return self.objective(self.unflatten(state.x), state.weights)
+
+    def hamiltonian(self, state: Particles) -> Array:
+        """H_N = J(ρ_N) + Σᵢ wᵢ φ_ε(Pᵢ)."""
+        return self.objective_value(state) + self.kinetic_energy(state)
+
+    def force(self, x: Array, weights: Array) -> Array:
+        """Gᵢ = ∇_{Wᵢ} J(ρ_N) / wᵢ (zero for zero-weight particles)."""
+        _, grad = self._value_and_grad(x, weights)
+        return self._rescale(grad, weights)
+
+    @staticmethod
+    def _rescale(grad: Array, weights: Array) -> Array:
+        w = weights.reshape(-1, *([1] * (grad.ndim - 1))).astype(grad.dtype)
+        return jnp.where(w > 0, grad / jnp.where(w > 0, w, 1.0), 0.0)
+
+    def vector_field(self, x: Array, v: Array, weights: Array) -> tuple[Array, Array]:
+        """The ODE's right-hand side (Ẇ, Ṗ) = (∇φ_ε(P), −G − γP), for integrators and tests."""
+        return self._map(v), -self.force(x, weights) - self.damping.astype(v.dtype) * v
+
+    def dissipation_rate(self, state: Particles) -> Array:
+        """γ Σᵢ wᵢ ⟨∇φ_ε(Pᵢ), Pᵢ⟩ = −dH/dt."""
+        p = state.v
+        inner = jnp.sum((self._map(p) * p).reshape(p.shape[0], -1), axis=-1)
+        return self.damping.astype(p.dtype) * jnp.sum(state.weights * inner)
+
+    # --------------------------------------------------------------------------- the interface
+    def _check_positions(self, x: jax.Array) -> None:
+        if self.blocks is None:
+            if x.ndim != 3:
+                raise ValueError(f"x must be matrices of shape (n, p, q), got shape {x.shape}")
+        elif x.ndim != 2 or x.shape[1] != self.event_size:
+            raise ValueError(
+                f"x must be flat blocks of shape (n, {self.event_size}) or a dict of (n, p, q) blocks, got {x.shape}"
+            )
+
+    def init(self, x: Any, logw: Any = None, *, v: Any = None) -> Particles:
+        """Particles at ``x`` with momenta ``v`` (default 0); ``x``/``v`` may be dicts of blocks."""
+        if self.blocks is not None and isinstance(x, Mapping):
+            x = self.flatten({name: _validate.floating_array(f"x[{name!r}]", x[name]) for name, _ in self.blocks})
+        if self.blocks is not None and isinstance(v, Mapping):
+            v = self.flatten({name: _validate.floating_array(f"v[{name!r}]", v[name]) for name, _ in self.blocks})
+        state = Particles.create(x, logw, v=v)
+        self._check_positions(state.x)
+        _validate.finite("x", state.x)
+        _validate.finite("v", state.v)
+        value, grad = self._value_and_grad(state.x, state.weights)
+        return Particles(x=state.x, logw=state.logw, v=state.v, t=state.t, aux=_Carry(value, grad))
+
+    def step(self, state: Particles, key: PRNGKeyArray) -> tuple[Particles, Info]:
+        """One regularised-Muon step of every particle (class docstring)."""
+        del key
+        dtype = state.x.dtype
+        h, gamma = self.step_size.astype(dtype), self.damping.astype(dtype)
+        w = state.weights
+        j0, g0 = state.aux.objective, state.aux.grad
+        p0 = state.v
+        p1 = (1 - gamma * h) * p0 - h * self._rescale(g0, w)
+        d = self._map(p1)
+        x1 = state.x + h * d
+        j1, g1 = self._value_and_grad(x1, w)
+        k0, k1 = jnp.sum(w * self._phi(p0)), jnp.sum(w * self._phi(p1))
+        h0, h1 = j0 + k0, j1 + k1
+
+        def wsum(a):  # Σᵢ wᵢ ⟨aᵢ⟩ over the event axes
+            return jnp.sum(w * jnp.sum(a.reshape(a.shape[0], -1), axis=-1))
+
+        remainder = 0.5 * jnp.sum((g1 - g0) * (x1 - state.x))
+        mismatch = h * gamma * jnp.abs(wsum(d * (p0 - p1)))
+        roundoff = 16 * jnp.finfo(dtype).eps * (jnp.abs(h0) + jnp.abs(h1) + jnp.abs(j1 - j0) + k0 + k1)
+        error = jnp.abs(remainder) + mismatch + roundoff
+        change = h1 - h0
+        new = Particles(
+            x=x1, logw=state.logw, v=p1, t=state.t + self.step_size.astype(state.t.dtype), aux=_Carry(j1, g1)
+        )
+        info = {
+            "hamiltonian": h1,
+            "objective": j1,
+            "kinetic": k1,
+            "dissipation": gamma * wsum(d * p1),
+            "energy_change": change,
+            "discretisation_error": error,
+            "energy_flag": (change > error).astype(dtype),
+        }
+        return new, info
+
+
+def operator_norm(m: Any) -> Array:
+    """‖M‖_op over the last two axes (largest singular value; for checks and reports)."""
+    m = _check_matrix("m", m)
+    return jnp.sqrt(jnp.max(_squared_singular_values(m, "svd"), axis=-1))
