@@ -12,6 +12,7 @@ of J(ρ_N(t)) across initialisations, which should shrink like N^{-1/2} (propaga
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -85,7 +86,7 @@ def _teacher_data(key, cfg: MuonMeanFieldConfig):
     return TwoLayerNetwork(x, y)
 
 
-def adam_curve(objective, x0: jax.Array, learning_rate: float, num_steps: int) -> jax.Array:
+def adam_curve(objective, x0: Any, learning_rate: Any, num_steps: int) -> jax.Array:
     """J along Adam on the stacked particles (uniform weights); J after each step."""
     n = x0.shape[0]
     weights = jnp.full((n,), 1.0 / n, x0.dtype)
@@ -297,7 +298,7 @@ def run_muon_moe(cfg: MuonMoEConfig, ctx: RunContext):
     state0 = flow.init(theta0)
     final, trace = dpflows.run(flow, state0, ks, cfg.num_steps, progress=ctx.progress)
     adam = np.asarray(
-        jax.jit(adam_curve, static_argnums=(0, 3))(
+        jax.jit(adam_curve, static_argnums=(0, 2, 3))(
             lambda flat, w: objective(flow.unflatten(flat), w), state0.x, cfg.adam_learning_rate, cfg.num_steps
         )
     )
