@@ -40,6 +40,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -218,7 +219,7 @@ def _newton_sqrt(m: jax.Array, eps: jax.Array, num_iterations: int) -> jax.Array
     ``num_iterations − 1`` steps carry only H and G = HG₀H (q × q, commuting): H ← HP, G ← GP². Carrying
     G lets round-off drift between G and H (a ~1e-4 floor in float32), so the last step recomputes
     G = HG₀H and takes the classic quintic, which corrects the drift cubically. The result is M·H/s.
-    Cost: 4 (num_iterations − 1) + 5 matmuls of q × q (q = min(p, q)) plus two of p × q × q.
+    Cost: 4·num_iterations − 3 matmuls of q × q (q = min(p, q)) plus two of p × q × q.
     """
     gram, tall = _gram(m)
     eye = jnp.broadcast_to(jnp.eye(gram.shape[-1], dtype=m.dtype), gram.shape)
@@ -356,16 +357,16 @@ def scale_by_regularized_muon(
         del params
         h = learning_rate(state.count) if callable(learning_rate) else learning_rate
 
-        def one(g, m):
+        def accumulate(g, m):
             hh = jnp.asarray(h, g.dtype)
-            m = (1 - jnp.asarray(damping, g.dtype) * hh) * m + hh * g
-            step = regularized_polar(m, jnp.asarray(eps, g.dtype), kind, method=method, num_iterations=num_iterations)
-            return -hh * step, m
+            return (1 - jnp.asarray(damping, g.dtype) * hh) * m + hh * g
 
-        pairs = jax.tree_util.tree_map(one, updates, state.momentum)
-        is_pair = lambda x: isinstance(x, tuple) and len(x) == 2 and all(isinstance(a, jax.Array) for a in x)  # noqa: E731
-        new_updates = jax.tree_util.tree_map(lambda p: p[0], pairs, is_leaf=is_pair)
-        momentum = jax.tree_util.tree_map(lambda p: p[1], pairs, is_leaf=is_pair)
+        def move(m):
+            step = regularized_polar(m, jnp.asarray(eps, m.dtype), kind, method=method, num_iterations=num_iterations)
+            return -jnp.asarray(h, m.dtype) * step
+
+        momentum = jax.tree_util.tree_map(accumulate, updates, state.momentum)
+        new_updates = jax.tree_util.tree_map(move, momentum)
         return new_updates, RegularizedMuonState(optax.safe_increment(state.count), momentum)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -455,13 +456,13 @@ class AbstractMeanFieldObjective(eqx.Module):
     J(ρ_N) = R(Σᵢ wᵢ F(θᵢ)).
     """
 
+    @abc.abstractmethod
     def feature(self, theta: PyTreeAny) -> PyTreeAny:
         """F(θ) for one particle."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def risk(self, mean_feature: PyTreeAny) -> Array:
         """R(m) of the mean feature m = Σ wᵢ F(θᵢ)."""
-        raise NotImplementedError
 
     def mean_feature(self, theta: PyTreeAny, weights: Array) -> PyTreeAny:
         """m_N = Σᵢ wᵢ F(θᵢ)."""
@@ -587,10 +588,11 @@ class MixtureOfExperts(AbstractMeanFieldObjective):
 
 # ---------------------------------------------------------------------------- the particle flow
 class _Carry(eqx.Module):
-    """The objective and its gradient at the current positions (saves one evaluation per step)."""
+    """J, ∇J and Σwφ_ε(P) at the current state, so a step evaluates each once."""
 
     objective: Array
     grad: Array
+    kinetic: Array
 
 
 def _as_blocks(blocks: Any) -> tuple[tuple[str, tuple[int, int]], ...] | None:
@@ -638,7 +640,7 @@ class MuonMeanFieldFlow(AbstractFlow):
     ``info``: ``hamiltonian`` H, ``objective`` J, ``kinetic`` Σwφ_ε(P), ``dissipation``
     γΣw⟨∇φ_ε(P), P⟩ (the continuous dH/dt is minus this), ``energy_change`` ΔH,
     ``discretisation_error``, ``energy_flag``. Deterministic: the key is not used. Weights pass
-    through; ``aux`` carries J and ∇J at the current positions.
+    through; ``aux`` carries J, ∇J and the kinetic energy of the current state.
 
     Args:
         objective: J(θ, weights) → scalar for stacked particles θ (leading axis n): an
@@ -840,7 +842,8 @@ class MuonMeanFieldFlow(AbstractFlow):
         _validate.finite("x", state.x)
         _validate.finite("v", state.v)
         value, grad = self._value_and_grad(state.x, state.weights)
-        return Particles(x=state.x, logw=state.logw, v=state.v, t=state.t, aux=_Carry(value, grad))
+        kinetic = jnp.sum(state.weights * self._phi(state.v))
+        return Particles(x=state.x, logw=state.logw, v=state.v, t=state.t, aux=_Carry(value, grad, kinetic))
 
     def step(self, state: Particles, key: PRNGKeyArray) -> tuple[Particles, Info]:
         """One regularised-Muon step of every particle (class docstring)."""
@@ -854,7 +857,7 @@ class MuonMeanFieldFlow(AbstractFlow):
         d = self._map(p1)
         x1 = state.x + h * d
         j1, g1 = self._value_and_grad(x1, w)
-        k0, k1 = jnp.sum(w * self._phi(p0)), jnp.sum(w * self._phi(p1))
+        k0, k1 = state.aux.kinetic, jnp.sum(w * self._phi(p1))
         h0, h1 = j0 + k0, j1 + k1
 
         def wsum(a):  # Σᵢ wᵢ ⟨aᵢ⟩ over the event axes
@@ -866,7 +869,7 @@ class MuonMeanFieldFlow(AbstractFlow):
         error = jnp.abs(remainder) + mismatch + roundoff
         change = h1 - h0
         new = Particles(
-            x=x1, logw=state.logw, v=p1, t=state.t + self.step_size.astype(state.t.dtype), aux=_Carry(j1, g1)
+            x=x1, logw=state.logw, v=p1, t=state.t + self.step_size.astype(state.t.dtype), aux=_Carry(j1, g1, k1)
         )
         info = {
             "hamiltonian": h1,
