@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import jax  # noqa: E402
 
-BENCHMARKS = ["bench_runtime", "bench_privacy", "bench_ot", "bench_shk", "bench_ldp", "bench_muon"]
+BENCHMARKS = ["bench_runtime", "bench_privacy", "bench_ot", "bench_shk", "bench_ldp", "bench_muon", "bench_aeot"]
 
 
 def main() -> None:

@@ -15,7 +15,16 @@ import numpy as np
 from . import _validate
 from ._typing import Array, Float, Int, PRNGKeyArray
 
-__all__ = ["digits", "eight_gaussians", "eight_gaussians_centers", "two_moons"]
+__all__ = [
+    "digits",
+    "eight_gaussians",
+    "eight_gaussians_centers",
+    "swiss_roll",
+    "swiss_roll_curve",
+    "twenty_five_gaussians",
+    "twenty_five_gaussians_centers",
+    "two_moons",
+]
 
 
 def eight_gaussians_centers(radius: float = 0.75) -> Float[Array, "8 2"]:
@@ -63,6 +72,48 @@ def two_moons(
     x = jnp.where((labels == 0)[:, None], upper, lower)
     x = x + noise * jr.normal(k_noise, (n, 2), dtype=dtype) - jnp.asarray([0.5, 0.25], dtype)
     return scale * x, labels
+
+
+def twenty_five_gaussians_centers(spacing: float = 0.4) -> Float[Array, "25 2"]:
+    """The 25 modes of :func:`twenty_five_gaussians`: the 5 × 5 grid {−2, …, 2}² × ``spacing``."""
+    g = spacing * np.arange(-2, 3, dtype=np.float64)
+    gx, gy = np.meshgrid(g, g, indexing="ij")
+    return jnp.asarray(np.stack([gx.ravel(), gy.ravel()], axis=1), jnp.result_type(float))
+
+
+def twenty_five_gaussians(
+    key: PRNGKeyArray, n: int, *, spacing: float = 0.4, std: float = 0.03
+) -> tuple[Float[Array, "n 2"], Int[Array, " n"]]:
+    """Draw n points from the equal mixture of 25 Gaussians N(c_k, std² I) on a 5 × 5 grid. Returns (points, labels)."""
+    n = _validate.positive_int("n", n)
+    _validate.positive("spacing", spacing)
+    _validate.positive("std", std)
+    k_mode, k_noise = jr.split(key)
+    labels = jr.randint(k_mode, (n,), 0, 25)
+    centers = twenty_five_gaussians_centers(spacing)
+    return centers[labels] + std * jr.normal(k_noise, (n, 2), dtype=centers.dtype), labels
+
+
+def swiss_roll_curve(t: Float[Array, " n"], *, scale: float = 0.08) -> Float[Array, "n 2"]:
+    """The noiseless 2-D Swiss roll at parameters t ∈ [1.5π, 4.5π]: scale · t · (cos t, sin t)."""
+    t = jnp.asarray(t)
+    return scale * jnp.stack([t * jnp.cos(t), t * jnp.sin(t)], axis=1)
+
+
+def swiss_roll(
+    key: PRNGKeyArray, n: int, *, noise: float = 0.02, scale: float = 0.08
+) -> tuple[Float[Array, "n 2"], Float[Array, " n"]]:
+    """Draw n points of the 2-D Swiss roll: t ~ U[1.5π, 4.5π], x = curve(t) + noise·N(0, I) (inside ‖x‖ ≤ 1.2).
+
+    Returns (points, roll parameters t): t orders the points along the roll (its "modes" are arcs).
+    """
+    n = _validate.positive_int("n", n)
+    _validate.positive("noise", noise, allow_zero=True)
+    _validate.positive("scale", scale)
+    k_t, k_noise = jr.split(key)
+    dtype = jnp.result_type(float)
+    t = jr.uniform(k_t, (n,), dtype=dtype, minval=1.5 * math.pi, maxval=4.5 * math.pi)
+    return swiss_roll_curve(t, scale=scale) + noise * jr.normal(k_noise, (n, 2), dtype=dtype), t
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:

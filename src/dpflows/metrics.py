@@ -14,7 +14,16 @@ import numpy as np
 from . import _validate
 from ._typing import Array, Float
 
-__all__ = ["energy_distance", "gaussian_fit", "gaussian_kl", "mmd", "mode_coverage", "wasserstein2"]
+__all__ = [
+    "energy_distance",
+    "frechet_distance",
+    "gaussian_fit",
+    "gaussian_kl",
+    "mmd",
+    "mode_coverage",
+    "nearest_neighbour_distances",
+    "wasserstein2",
+]
 
 
 def gaussian_kl(
@@ -133,3 +142,50 @@ def mode_coverage(x: Any, centers: Any, *, radius: float, min_share: float = 0.2
         "off_mode": float(1.0 - on.mean()),
         "share_error": float(0.5 * np.abs(shares - 1.0 / k).sum()),
     }
+
+
+def frechet_distance(x: Any, y: Any) -> float:
+    """Fréchet distance between Gaussian fits of two clouds (the FID formula on given features).
+
+        FD = ‖m_x − m_y‖² + tr(Σ_x + Σ_y − 2 (Σ_x^{1/2} Σ_y Σ_x^{1/2})^{1/2})
+
+    The matrix square roots are taken by symmetric eigendecompositions in float64 (negative round-off
+    eigenvalues clipped), which is exact for PSD covariances, unlike ``scipy.linalg.sqrtm`` of the
+    non-symmetric product. It equals W₂² between the two Gaussians.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(20000, 2)); y = 2.0 * rng.normal(size=(20000, 2)) + 1.0
+        >>> abs(frechet_distance(x, y) - 4.0) < 0.2  # ‖(1, 1)‖² + tr(I + 4I − 2·2I) = 2 + 2
+        True
+    """
+    x, y = _two_clouds(x, y)
+    if x.shape[0] < 2 or y.shape[0] < 2:
+        raise ValueError("frechet_distance needs at least 2 points in each cloud")
+    mx, my = x.mean(0), y.mean(0)
+    cx, cy = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
+
+    def sqrtm_psd(c):
+        w, v = np.linalg.eigh(0.5 * (c + c.T))
+        return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+
+    root = sqrtm_psd(cx)
+    cross = sqrtm_psd(root @ cy @ root)
+    return float(np.sum((mx - my) ** 2) + np.trace(cx) + np.trace(cy) - 2.0 * np.trace(cross))
+
+
+def nearest_neighbour_distances(x: Any, reference: Any, *, chunk: int = 1024) -> np.ndarray:
+    """For each point of x, the Euclidean distance to its nearest point of ``reference`` (chunked, float64).
+
+    The memorisation check of a generator: samples of a model that copies its training set sit at
+    distance ~0 from it, while new samples sit about as far as held-out data does.
+    """
+    x, r = _two_clouds(x, reference)
+    out = np.empty(x.shape[0])
+    rr = np.sum(r * r, axis=1)
+    for s in range(0, x.shape[0], chunk):
+        xb = x[s : s + chunk]
+        d2 = np.sum(xb * xb, axis=1)[:, None] + rr[None, :] - 2.0 * xb @ r.T
+        out[s : s + chunk] = np.sqrt(np.clip(d2.min(1), 0.0, None))
+    return out

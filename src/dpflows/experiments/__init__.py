@@ -8,7 +8,7 @@ that owns it with :func:`register`; experiments use only what ``dpflows`` export
 from __future__ import annotations
 
 # Importing a module registers its experiments.
-from . import langevin_gaussian, ldp_generative, muon_meanfield, shk_mixture, shk_private_regression  # noqa: E402, F401  (registration side effect)
+from . import aeot_generative, langevin_gaussian, ldp_generative, muon_meanfield, shk_mixture, shk_private_regression  # noqa: E402, F401  (registration side effect)
 from ._registry import Experiment, RunContext, get, load_config, names, register, run_experiment
 
 __all__ = ["Experiment", "RunContext", "get", "load_config", "names", "register", "run_experiment"]
