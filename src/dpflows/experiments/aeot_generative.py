@@ -29,16 +29,9 @@ import dpflows
 from dpflows import aeot
 
 from ._registry import RunContext, register
+from .muon_meanfield import _check_positive  # the shared "every entry > 0" config check
 
 DATASETS_2D = ("eight_gaussians", "twenty_five_gaussians", "swiss_roll")
-
-
-def _check_positive(cfg, names) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        values = value if isinstance(value, tuple) else (value,)
-        if not values or any(not v > 0 for v in values):
-            raise ValueError(f"{name} must be > 0 (every entry), got {value}")
 
 
 @dataclass(frozen=True)
