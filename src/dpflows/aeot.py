@@ -259,6 +259,9 @@ def _masses(x: Array, codes: Array, heights: Array, tau: Array, chunk: int, smoo
     return counts / x.shape[0], u_sum / x.shape[0]
 
 
+_masses_jit = eqx.filter_jit(_masses)  # chunk and smoothed are Python values: static
+
+
 class _PhaseState(NamedTuple):
     heights: Array
     opt_state: Any
@@ -281,9 +284,7 @@ def _phase(state: _PhaseState, keys: Array, table: Array, codes: Array, weights:
     n = codes.shape[0]
     optimizer = optax.adam(lr)
 
-    def body(carry, key):
-        st = carry
-        active = ~(st.converged | st.stalled)
+    def live(st, key):
         x = _draw(key, table, spec, codes.shape[1], codes.dtype)
         masses, u_mean = _masses(x, codes, st.heights, tau, spec.chunk, spec.smoothed)
         grad = masses - weights
@@ -293,21 +294,25 @@ def _phase(state: _PhaseState, keys: Array, table: Array, codes: Array, weights:
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts with floats
             updates, opt_state = optimizer.update(grad, st.opt_state)
         h = st.heights + updates
-        h = h - jnp.mean(h)
         gnorm = jnp.linalg.norm(grad)
-        improved = gnorm < st.best
-        since = jnp.where(improved, 0, st.since_best + 1)
-        step = active & ~converged
+        since = jnp.where(gnorm < st.best, 0, st.since_best + 1)
         new = _PhaseState(
-            heights=jnp.where(step, h, st.heights),
-            opt_state=jax.tree.map(lambda a, b: jnp.where(step, a, b), opt_state, st.opt_state),
-            best=jnp.where(active, jnp.minimum(gnorm, st.best), st.best),
-            since_best=jnp.where(active, since, st.since_best),
-            error=jnp.where(active, error, st.error),
-            converged=st.converged | (active & converged),
-            stalled=st.stalled | (active & ~converged & (since >= spec.patience)),
+            heights=jnp.where(converged, st.heights, h - jnp.mean(h)),  # stop at the h that met tol
+            opt_state=jax.tree.map(lambda a, b: jnp.where(converged, b, a), opt_state, st.opt_state),
+            best=jnp.minimum(gnorm, st.best),
+            since_best=since,
+            error=error,
+            converged=converged,
+            stalled=~converged & (since >= spec.patience),
         )
-        return new, (jnp.where(active, error, jnp.nan), jnp.where(active, dual, jnp.nan))
+        return new, (error, dual)
+
+    def idle(st, key):  # the phase ended earlier in this block: no pass over the source
+        nan = jnp.asarray(jnp.nan, codes.dtype)
+        return st, (nan, nan)
+
+    def body(st, key):
+        return jax.lax.cond(st.converged | st.stalled, idle, live, st, key)
 
     return jax.lax.scan(body, state, keys)
 
@@ -484,7 +489,7 @@ class SemiDiscreteOT(eqx.Module):
         num = _next_pow2(self.batch_size if num is None else _validate.positive_int("num", num))
         spec = self._spec(num)
         x = sample_source(key, num, y.shape[1], source=self.source, sampling=self.sampling, dtype=y.dtype)
-        return _masses(x, y, h, jnp.asarray(self.tau or 1.0, y.dtype), spec.chunk, spec.smoothed)[0]
+        return _masses_jit(x, y, h, jnp.asarray(self.tau or 1.0, y.dtype), spec.chunk, spec.smoothed)[0]
 
     def _noise_level(self, key: PRNGKeyArray, heights: Array, num: int) -> float:
         """n·max|m̂ − m̂'|/√2 for two independent estimates on ``num`` points: the noise of ĝ's criterion."""
