@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from . import _validate
-from ._typing import Array, Bool, Float, PRNGKeyArray
+from ._typing import Array, Bool, Float, Int, PRNGKeyArray
 
 __all__ = [
     "MODES",
@@ -343,7 +343,7 @@ class SemiDiscreteResult(eqx.Module):
     batch_size: int = eqx.field(static=True)
     errors: Float[Array, " iterations"]
     duals: Float[Array, " iterations"]
-    batch_sizes: Any
+    batch_sizes: Int[Array, " iterations"]
     noise_levels: Float[Array, " stalls"]
     tau: float = eqx.field(static=True)
     source: str = eqx.field(static=True)
@@ -656,16 +656,14 @@ class AEOTGenerator(eqx.Module):
         y = self.codes
         x = _map_source(jr.uniform(k_x, (num, y.shape[1]), dtype=y.dtype), self.source, num)
         s = _scores(x, y, self.heights)
-        top = jax.lax.top_k(s, 2)[1]
-        theta = pair_angles(y, top[:, 0], top[:, 1])
         ok = jnp.ones((num,), bool)
+        if self.angle_threshold is not None:  # the top-2 pair and its angle only when a test needs them
+            top = jax.lax.top_k(s, 2)[1]
+            ok = pair_angles(y, top[:, 0], top[:, 1]) < self.angle_threshold
         if self.mode == "pairs":
             wgt = jr.uniform(k_w, (num, 1), dtype=y.dtype)
-            new = wgt * y[top[:, 0]] + (1.0 - wgt) * y[top[:, 1]]
-            return new, theta < self.angle_threshold
+            return wgt * y[top[:, 0]] + (1.0 - wgt) * y[top[:, 1]], ok
         p = jax.nn.softmax(s / self.tau, axis=-1)
-        if self.angle_threshold is not None:
-            ok = ok & (theta < self.angle_threshold)
         if self.max_mixing is not None:
             ok = ok & (1.0 - jnp.max(p, axis=-1) <= self.max_mixing)
         return p @ y, ok

@@ -146,16 +146,14 @@ def run_aeot_2d(cfg: AEOT2DConfig, ctx: RunContext):
         solver = aeot.SemiDiscreteOT(codes, tol=cfg.tol, max_iterations=cfg.max_iterations, max_batch_size=2**17)
         res = solver.solve(jr.fold_in(k, 1), progress=ctx.progress)
         tau = cfg.tau_factor * _median_gap(jr.fold_in(k, 2), codes, res.heights)
+        pairs_gen = aeot.AEOTGenerator(None, codes, res.heights, mode="pairs", angle_threshold=threshold)
         samples = {
             "data": _toy(name, jr.fold_in(k, 3), cfg.num_samples)[0],
             "smoothed": aeot.AEOTGenerator(None, codes, res.heights, tau=tau).sample(jr.fold_in(k, 4), cfg.num_samples),
-            "pairs": aeot.AEOTGenerator(None, codes, res.heights, mode="pairs", angle_threshold=threshold).sample(
-                jr.fold_in(k, 5), cfg.num_samples
-            ),
+            "pairs": pairs_gen.sample(jr.fold_in(k, 5), cfg.num_samples),
         }
         _, mlp_sample = _mlp_pushforward(jr.fold_in(k, 6), codes, cfg, ctx.progress)
         samples["mlp"] = mlp_sample(jr.fold_in(k, 7), cfg.num_samples)
-        pairs_gen = aeot.AEOTGenerator(None, codes, res.heights, mode="pairs", angle_threshold=threshold)
         metrics[name] = {
             "solver": {
                 "iterations": res.num_iterations,
