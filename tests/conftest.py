@@ -33,3 +33,18 @@ def x64():
     """Run the test body with float64 enabled."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    """Drop JAX's compiled executables after each test module.
+
+    Every XLA:CPU executable holds ~18 memory mappings; a whole suite in one process keeps thousands of
+    them alive, and past the kernel's ``vm.max_map_count`` (65530 by default) the next compilation
+    segfaults inside LLVM. Clearing the caches between modules keeps the count bounded.
+    """
+    yield
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
