@@ -11,7 +11,16 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import jax  # noqa: E402
 
-BENCHMARKS = ["bench_runtime", "bench_privacy", "bench_ot", "bench_shk", "bench_ldp", "bench_muon", "bench_aeot"]
+BENCHMARKS = [
+    "bench_runtime",
+    "bench_privacy",
+    "bench_ot",
+    "bench_shk",
+    "bench_ldp",
+    "bench_muon",
+    "bench_aeot",
+    "bench_hopfield",
+]
 
 
 def main() -> None:

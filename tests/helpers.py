@@ -58,6 +58,7 @@ class FlowCase:
     event_shape: tuple[int, ...] = (2,)
     num_particles: int = 16
     owns_aux: bool = False  # the flow keeps its own carry in ``aux`` (e.g. warm-start potentials)
+    fixed_size: bool = False  # the flow only accepts ``num_particles`` particles (a stored shape)
 
     def positions(self, key, dtype=jnp.float32):
         return jr.normal(key, (self.num_particles, *self.event_shape), dtype=dtype)
@@ -138,6 +139,27 @@ def _muon_blocks(dtype=jnp.float32, damping=1.0):
     )
 
 
+def hopfield_patterns(dtype=jnp.float32, m=8):
+    """Three 2-D Gaussian clouds of m points around (3, 0), (−3, 0) and (0, 3)."""
+    centres = jnp.array([[3.0, 0.0], [-3.0, 0.0], [0.0, 3.0]], dtype=jnp.float32)
+    z = jr.normal(jr.key(21), (3, m, 2), dtype=jnp.float32)
+    return (centres[:, None, :] + z).astype(dtype)  # same points in f32/f64
+
+
+def _hopfield(dtype=jnp.float32, beta=4.0, step_size=0.5):
+    from dpflows.hopfield import SinkhornHopfield
+
+    return SinkhornHopfield(
+        hopfield_patterns(dtype), epsilon=jnp.asarray(0.2, dtype), beta=beta, step_size=step_size, threshold=1e-4
+    )
+
+
+def _hopfield_euclidean(dtype=jnp.float32, beta=0.5):
+    from dpflows.hopfield import EuclideanHopfield
+
+    return EuclideanHopfield(hopfield_patterns(dtype, m=16), beta=beta, step_size=0.5)
+
+
 # Every public flow at tiny size: a new flow earns the conformance suite by adding one line here.
 FLOWS = [
     FlowCase("ula_gaussian", _ula, {"step_size": 0.1}),
@@ -148,6 +170,8 @@ FLOWS = [
     FlowCase("ldp_denoiser", _ldp_denoiser, {"step_size": 0.8}, owns_aux=True),
     FlowCase("muon_meanfield", _muon, {"step_size": 0.1}, event_shape=(3, 2), owns_aux=True),
     FlowCase("muon_blocks", _muon_blocks, {"damping": 2.0}, event_shape=(6,), owns_aux=True),
+    FlowCase("hopfield_sinkhorn", _hopfield, {"beta": 8.0}, owns_aux=True),
+    FlowCase("hopfield_euclidean", _hopfield_euclidean, {"beta": 1.0}, fixed_size=True),
 ]
 
 

@@ -8,7 +8,15 @@ that owns it with :func:`register`; experiments use only what ``dpflows`` export
 from __future__ import annotations
 
 # Importing a module registers its experiments.
-from . import aeot_generative, langevin_gaussian, ldp_generative, muon_meanfield, shk_mixture, shk_private_regression  # noqa: E402, F401  (registration side effect)
+from . import (  # noqa: F401  (registration)  # noqa: F401  (registration side effect)
+    aeot_generative,
+    hopfield_memory,
+    langevin_gaussian,
+    ldp_generative,
+    muon_meanfield,
+    shk_mixture,
+    shk_private_regression,
+)
 from ._registry import Experiment, RunContext, get, load_config, names, register, run_experiment
 
 __all__ = ["Experiment", "RunContext", "get", "load_config", "names", "register", "run_experiment"]
