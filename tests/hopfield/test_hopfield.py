@@ -70,6 +70,11 @@ def test_divergences_match_single_solves_and_ott(x64, key):
     pats = hopfield_patterns(jnp.float64)
     single = [float(ot.sinkhorn_divergence(x, pats[k], epsilon=EPS, threshold=1e-10).value) for k in range(3)]
     np.testing.assert_allclose(memory.divergences(x), single, rtol=1e-8, atol=1e-10)
+    pairs = memory.pattern_divergences()
+    np.testing.assert_allclose(pairs, pairs.T, rtol=1e-8)
+    np.testing.assert_allclose(
+        pairs[0, 2], ot.sinkhorn_divergence(pats[0], pats[2], epsilon=EPS, threshold=1e-10).value, rtol=1e-8
+    )
     from ott.geometry import pointcloud
     from ott.tools import sinkhorn_divergence as sd
 
@@ -212,6 +217,11 @@ def test_vmap_over_queries_equals_the_loop(key):
         single, strace = memory.retrieve(queries[i], num_steps=12, tol=1e-5)
         np.testing.assert_allclose(batched.x[i], single.x, atol=2e-5)
         np.testing.assert_array_equal(btrace["active"][i], strace["active"])
+    many, mtrace = memory.retrieve_many(queries, num_steps=12, tol=1e-5)
+    np.testing.assert_allclose(many.x, batched.x, atol=2e-5)
+    np.testing.assert_array_equal(mtrace["active"], btrace["active"])
+    grouped, _ = memory.retrieve_many(queries, jnp.full((4, 8), 1 / 8), num_steps=12, tol=1e-5, batch_size=2)
+    np.testing.assert_allclose(grouped.x, batched.x, atol=2e-5)
     labels = jax.vmap(memory.classify)(batched)
     np.testing.assert_array_equal(labels, np.arange(4) % 3)
     jitted, _ = jax.jit(lambda q: memory.retrieve(q, num_steps=12, tol=1e-5))(queries[0])
@@ -291,6 +301,14 @@ def test_euclidean_baseline_update_and_its_blind_spot(key):
         (
             lambda p: SinkhornHopfield(p, epsilon=0.1, beta=1.0).retrieve(jnp.zeros((4, 2)), tol=-1.0),
             "tol must be finite and >= 0",
+        ),
+        (
+            lambda p: SinkhornHopfield(p, epsilon=0.1, beta=1.0).retrieve_many(jnp.zeros((4, 2))),
+            r"queries must have shape \(B, n, 2\)",
+        ),
+        (
+            lambda p: SinkhornHopfield(p, epsilon=0.1, beta=1.0).retrieve_many(jnp.zeros((2, 4, 2)), jnp.ones((2, 4))),
+            r"weights\[0\] must sum to 1",
         ),
         (lambda p: EuclideanHopfield([p[0], p[1][:4]], beta=1.0), "same shape"),
         (lambda p: EuclideanHopfield(p, beta=0.0), "beta must be finite and > 0"),

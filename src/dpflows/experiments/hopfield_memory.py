@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -82,29 +83,49 @@ def _queries(key, patterns, kind, level, trials, **kw):
     return x, w, xb, labels
 
 
+@eqx.filter_jit
+def _sinkhorn_batch(memory: SinkhornHopfield, xs, ws, num_steps: int):
+    """Retrieve a batch of queries; the predicted index, final divergences and convergence flags."""
+    _, trace = memory.retrieve_many(xs, ws, num_steps=num_steps, tol=1e-6)
+    final = trace["divergences"][:, -1]  # entries after a stop repeat the final state's values
+    return jnp.argmin(final, axis=1), final, jnp.all(trace["converged"], axis=1)
+
+
+@eqx.filter_jit
+def _baseline_batch(baseline: EuclideanHopfield, xs, num_steps: int):
+    out, _ = jax.vmap(lambda q: baseline.retrieve(q, num_steps=num_steps))(xs)
+    return jax.vmap(baseline.classify)(out.x)
+
+
 def _accuracy(memory: SinkhornHopfield, baseline: EuclideanHopfield, x, w, xb, labels, num_steps, batch):
-    """Fraction retrieved correctly by each memory, and the mean final S_ε to the true pattern."""
+    """Per-query hits of each memory, the final S_ε to the true pattern, and unconverged queries.
 
-    @jax.jit
-    def sinkhorn_batch(xs, ws):
-        _, trace = jax.vmap(lambda q, a: memory.retrieve(q, a, num_steps=num_steps, tol=1e-6))(xs, ws)
-        final = trace["divergences"][:, -1]  # entries after a stop repeat the final state's values
-        return jnp.argmin(final, axis=1), final, trace["converged"]
-
-    @jax.jit
-    def baseline_batch(xs):
-        out, _ = jax.vmap(lambda q: baseline.retrieve(q, num_steps=num_steps))(xs)
-        return jax.vmap(baseline.classify)(out.x)
-
+    The batch functions are module-level and take the memories as arguments: one compilation per
+    memory shape, shared by every perturbation and level.
+    """
     hits, hits_b, s_true, unconverged = [], [], [], 0
     for start in range(0, x.shape[0], batch):
         sl = slice(start, start + batch)
-        pred, final, conv = sinkhorn_batch(x[sl], w[sl])
+        pred, final, conv = _sinkhorn_batch(memory, x[sl], w[sl], num_steps)
         hits.append(np.asarray(pred == labels[sl]))
         s_true.append(np.asarray(jnp.take_along_axis(final, labels[sl][:, None], axis=1)[:, 0]))
-        unconverged += int(np.sum(~np.asarray(conv).all(axis=1)))
-        hits_b.append(np.asarray(baseline_batch(xb[sl]) == labels[sl]))
+        unconverged += int(np.sum(~np.asarray(conv)))
+        hits_b.append(np.asarray(_baseline_batch(baseline, xb[sl], num_steps) == labels[sl]))
     return np.concatenate(hits), np.concatenate(hits_b), np.concatenate(s_true), unconverged
+
+
+def _row(hit, hit_b, s_true, unconverged, **keys) -> dict:
+    """One point of a curve: both accuracies with binomial standard errors."""
+    p, pb = float(hit.mean()), float(hit_b.mean())
+    return {
+        **keys,
+        "sinkhorn": p,
+        "sinkhorn_se": _se(p, hit.size),
+        "euclidean": pb,
+        "euclidean_se": _se(pb, hit_b.size),
+        "final_divergence_true": float(np.median(s_true)),
+        "unconverged_sinkhorn": unconverged,
+    }
 
 
 def _se(p: float, n: int) -> float:
@@ -155,21 +176,22 @@ def _median_gap(scores) -> float:
     return float(np.median(s.min(axis=1)))
 
 
-def _memories(key, cfg, k, d):
-    pats = make_memories(key, k, cfg.num_points, d, cfg.spread, cfg.radius)
-    eps = cfg.epsilon_factor * cfg.spread**2 * d
+def _memories(key, k, d, *, num_points, spread, radius, epsilon_factor, beta_factor, step_size):
+    """K random clouds, the Sinkhorn memory and the baseline, each with β from the memories' own gaps."""
+    pats = make_memories(key, k, num_points, d, spread, radius)
+    eps = epsilon_factor * spread**2 * d
     log_k = math.log(max(k, 2))
-    probe = SinkhornHopfield(pats, epsilon=eps, beta=1.0, step_size=cfg.step_size)
-    memory = SinkhornHopfield(
-        pats,
-        epsilon=eps,
-        beta=cfg.beta_factor * log_k / _median_gap(probe.pattern_divergences()),
-        step_size=cfg.step_size,
-    )
+    gaps = SinkhornHopfield(pats, epsilon=eps, beta=1.0).pattern_divergences()
+    memory = SinkhornHopfield(pats, epsilon=eps, beta=beta_factor * log_k / _median_gap(gaps), step_size=step_size)
     flat = pats.reshape(k, -1)
     sq = 0.5 * jnp.sum((flat[:, None, :] - flat[None, :, :]) ** 2, axis=-1)
-    baseline = EuclideanHopfield(pats, beta=cfg.beta_factor * log_k / _median_gap(sq))
+    baseline = EuclideanHopfield(pats, beta=beta_factor * log_k / _median_gap(sq))
     return pats, memory, baseline
+
+
+def _memory_args(cfg) -> dict:
+    names = ("num_points", "spread", "radius", "epsilon_factor", "beta_factor", "step_size")
+    return {name: getattr(cfg, name) for name in names}
 
 
 def run_hopfield_perturbation(cfg: HopfieldPerturbationConfig, ctx: RunContext):
@@ -183,25 +205,15 @@ def run_hopfield_perturbation(cfg: HopfieldPerturbationConfig, ctx: RunContext):
     cells = [(k, d) for k in cfg.num_patterns for d in cfg.dims]
     bar = tqdm(total=len(cells) * len(cfg.perturbations) * len(cfg.levels), disable=not ctx.progress, desc="hopfield")
     for k, d in cells:
-        pats, memory, baseline = _memories(jr.fold_in(key, 1000 * k + d), cfg, k, d)
+        pats, memory, baseline = _memories(jr.fold_in(key, 1000 * k + d), k, d, **_memory_args(cfg))
         cell = metrics.setdefault(f"K={k},d={d}", {})
         for kind in cfg.perturbations:
             rows = []
             for i, level in enumerate(cfg.levels):
                 qkey = jr.fold_in(jr.fold_in(key, PERTURBATIONS.index(kind)), 100 * i + k + d)
                 x, w, xb, labels = _queries(qkey, pats, kind, level, cfg.trials, **kw)
-                hit, hit_b, s_true, unconv = _accuracy(memory, baseline, x, w, xb, labels, cfg.num_steps, cfg.batch)
-                rows.append(
-                    {
-                        "level": level,
-                        "sinkhorn": float(hit.mean()),
-                        "sinkhorn_se": _se(float(hit.mean()), cfg.trials),
-                        "euclidean": float(hit_b.mean()),
-                        "euclidean_se": _se(float(hit_b.mean()), cfg.trials),
-                        "final_divergence_true": float(np.median(s_true)),
-                        "unconverged_sinkhorn": unconv,
-                    }
-                )
+                result = _accuracy(memory, baseline, x, w, xb, labels, cfg.num_steps, cfg.batch)
+                rows.append(_row(*result, level=level))
                 bar.update(1)
             cell[kind] = rows
     bar.close()
@@ -320,29 +332,10 @@ def run_hopfield_capacity(cfg: HopfieldCapacityConfig, ctx: RunContext):
     rows = []
     for d in tqdm(cfg.dims, disable=not ctx.progress, desc="capacity"):
         k = min(cfg.max_patterns, max(2, math.ceil(math.exp(cfg.rate * d))))
-        pcfg = HopfieldPerturbationConfig(
-            num_points=cfg.num_points,
-            spread=cfg.spread,
-            radius=cfg.radius,
-            epsilon_factor=cfg.epsilon_factor,
-            beta_factor=cfg.beta_factor,
-            step_size=cfg.step_size,
-        )
-        pats, memory, baseline = _memories(jr.fold_in(key, d), pcfg, k, d)
+        pats, memory, baseline = _memories(jr.fold_in(key, d), k, d, **_memory_args(cfg))
         x, w, xb, labels = _queries(jr.fold_in(key, 10_000 + d), pats, "jitter", 1.0, cfg.trials, **kw)
-        hit, hit_b, s_true, unconv = _accuracy(memory, baseline, x, w, xb, labels, cfg.num_steps, cfg.batch)
-        rows.append(
-            {
-                "d": d,
-                "K": k,
-                "sinkhorn": float(hit.mean()),
-                "sinkhorn_se": _se(float(hit.mean()), cfg.trials),
-                "euclidean": float(hit_b.mean()),
-                "euclidean_se": _se(float(hit_b.mean()), cfg.trials),
-                "final_divergence_true": float(np.median(s_true)),
-                "unconverged_sinkhorn": unconv,
-            }
-        )
+        result = _accuracy(memory, baseline, x, w, xb, labels, cfg.num_steps, cfg.batch)
+        rows.append(_row(*result, d=d, K=k))
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ds = [r["d"] for r in rows]
     for name, style in (("sinkhorn", "-o"), ("euclidean", "--s")):
