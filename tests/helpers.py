@@ -160,6 +160,32 @@ def _hopfield_euclidean(dtype=jnp.float32, beta=0.5):
     return EuclideanHopfield(hopfield_patterns(dtype, m=16), beta=beta, step_size=0.5)
 
 
+def swf_data(dtype=jnp.float32, m=40):
+    """Private rows for the sliced flow: a 2-D blob at (0.4, 0.2), inside the unit ball."""
+    y = jr.normal(jr.key(31), (m, 2), dtype=jnp.float32) * 0.15 + jnp.array([[0.4, 0.2]], dtype=jnp.float32)
+    return y.astype(dtype)  # same points in f32/f64
+
+
+def _swf(dtype=jnp.float32, step_size=0.5, resample=False):
+    from dpflows.swf import DPSlicedWassersteinFlow
+
+    return DPSlicedWassersteinFlow(
+        swf_data(dtype),
+        epsilon=5.0,
+        delta=1e-5,
+        num_projections=8,
+        step_size=jnp.asarray(step_size, dtype),
+        num_steps=6,
+        resample=resample,
+        batch_size=20 if resample else None,
+        key=jr.key(41),
+    )
+
+
+def _swf_resample(dtype=jnp.float32, step_size=0.5):
+    return _swf(dtype, step_size, resample=True)
+
+
 # Every public flow at tiny size: a new flow earns the conformance suite by adding one line here.
 FLOWS = [
     FlowCase("ula_gaussian", _ula, {"step_size": 0.1}),
@@ -172,6 +198,8 @@ FLOWS = [
     FlowCase("muon_blocks", _muon_blocks, {"damping": 2.0}, event_shape=(6,), owns_aux=True),
     FlowCase("hopfield_sinkhorn", _hopfield, {"beta": 8.0}, owns_aux=True),
     FlowCase("hopfield_euclidean", _hopfield_euclidean, {"beta": 1.0}, fixed_size=True),
+    FlowCase("swf_fixed", _swf, {"step_size": 0.8}, owns_aux=True),
+    FlowCase("swf_resample", _swf_resample, {"step_size": 0.8}, owns_aux=True),
 ]
 
 

@@ -5,7 +5,7 @@ Public surface: the state (:class:`Particles`, :func:`resample`), the flow inter
 the method modules as namespaces (``dpflows.langevin``, ``dpflows.potentials``, ...).
 """
 
-from . import aeot, data, hopfield, langevin, ldp, metrics, muon, ot, potentials, privacy, shk
+from . import aeot, data, hopfield, langevin, ldp, metrics, muon, ot, potentials, privacy, shk, swf
 from ._checkpoint import CheckpointError, ResumeMismatchError
 from .flow import AbstractFlow, FlowError, Trace, as_sampling_algorithm, run, stack, sweep
 from .particles import Particles, resample
@@ -36,4 +36,5 @@ __all__ = [
     "shk",
     "stack",
     "sweep",
+    "swf",
 ]
