@@ -20,6 +20,7 @@ BENCHMARKS = [
     "bench_muon",
     "bench_aeot",
     "bench_hopfield",
+    "bench_swf",
 ]
 
 

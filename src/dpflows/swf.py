@@ -320,7 +320,11 @@ def sliced_drift(
 
 # --------------------------------------------------------------------------------------- flow
 class _Mechanism(NamedTuple):
-    """The release's parameters (hashable, static)."""
+    """The release's parameters.
+
+    In a flow the numbers are 0-d NumPy arrays (pytree leaves, so flows at different ε share compiled
+    code and can be stacked into a sweep); ``plain()`` gives Python values.
+    """
 
     epsilon: float
     delta: float
@@ -337,15 +341,26 @@ class _Mechanism(NamedTuple):
     num_records: int
     dim: int
 
+    def plain(self) -> _Mechanism:
+        """The same with Python numbers (JSON-able)."""
+        return _Mechanism(*(v.item() if isinstance(v, np.ndarray) else v for v in self))
+
+    def as_leaves(self) -> _Mechanism:
+        """The same with 0-d NumPy arrays in place of numbers."""
+        return _Mechanism(
+            *(np.asarray(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for v in self)
+        )
+
     def release_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`private_release` that reproduce the flow's release."""
+        m = self.plain()
         return {
-            "num_projections": self.num_projections,
-            "noise_multiplier": self.noise_multiplier,
-            "sensitivity": self.sensitivity,
-            "num_releases": self.num_releases,
-            "sampling_rate": self.sampling_rate,
-            "method": self.method,
+            "num_projections": m.num_projections,
+            "noise_multiplier": m.noise_multiplier,
+            "sensitivity": m.sensitivity,
+            "num_releases": m.num_releases,
+            "sampling_rate": m.sampling_rate,
+            "method": m.method,
         }
 
 
@@ -429,7 +444,7 @@ class DPSlicedWassersteinFlow(AbstractFlow):
     num_quantiles: int | None = eqx.field(static=True)
     num_subprojections: int | None = eqx.field(static=True)
     smooth_particles: bool = eqx.field(static=True)
-    mechanism: _Mechanism = eqx.field(static=True)
+    mechanism: _Mechanism
 
     def __init__(
         self,
@@ -511,13 +526,13 @@ class DPSlicedWassersteinFlow(AbstractFlow):
         self.num_steps, self.resample = num_steps, resample
         self.num_quantiles, self.num_subprojections = num_quantiles, num_subprojections
         self.smooth_particles = bool(smooth_particles)
-        self.mechanism = mech
+        self.mechanism = mech.as_leaves()
 
     # -------------------------------------------------------------------------------- privacy
     @property
     def certificate(self) -> PrivacyCertificate:
         """The (ε, δ) guarantee of the release, which covers the flow and everything computed from it."""
-        mech = self.mechanism
+        mech = self.mechanism.plain()
         if math.isinf(mech.epsilon):
             return PrivacyCertificate(math.inf, 1.0, "sliced projections without noise", "none", notes="epsilon=inf")
         q, t = mech.sampling_rate, mech.num_releases
@@ -564,7 +579,7 @@ class DPSlicedWassersteinFlow(AbstractFlow):
     @property
     def ledger(self) -> PrivacyLedger:
         """The releases as a :class:`~dpflows.privacy.PrivacyLedger` (to compose with other work)."""
-        mech = self.mechanism
+        mech = self.mechanism.plain()
         if math.isinf(mech.epsilon):
             return PrivacyLedger().add_gaussian(0.0, 1)
         return _ledger(mech.noise_multiplier, mech.num_releases, mech.sampling_rate)

@@ -123,16 +123,16 @@ def test_sensitivity_bound_edge_cases():
 def test_operator_sensitivity_is_the_drawn_directions_norm(key):
     flow = _flow(sensitivity="operator", num_projections=16)
     theta = np.asarray(flow.directions[0], np.float64)
-    s = flow.mechanism.noise_multiplier
+    s = flow.mechanism.plain().noise_multiplier
     np.testing.assert_allclose(float(flow.noise_std[0]), s * 2 * np.linalg.norm(theta, 2), rtol=1e-5)
-    assert flow.mechanism.sensitivity_failure == 0.0
+    assert flow.mechanism.plain().sensitivity_failure == 0.0
     assert s == pytest.approx(calibrate_gaussian(5.0, 1e-5, 1.0))  # all of δ goes to the mechanism
 
 
 # ------------------------------------------------------------------------------------ accounting
 def test_single_release_uses_the_analytic_gaussian_mechanism():
     flow = _flow()
-    mech, cert = flow.mechanism, flow.certificate
+    mech, cert = flow.mechanism.plain(), flow.certificate
     assert cert.covers == "mechanism"
     assert cert.epsilon == 5.0
     assert cert.delta == 1e-5
@@ -145,7 +145,7 @@ def test_single_release_uses_the_analytic_gaussian_mechanism():
 
 def test_resampled_accounting_meets_the_target_and_agrees_with_dp_accounting():
     flow = _flow(resample=True, batch_size=20)
-    mech, cert = flow.mechanism, flow.certificate
+    mech, cert = flow.mechanism.plain(), flow.certificate
     s, q, t, delta_mech = mech.noise_multiplier, mech.sampling_rate, mech.num_releases, 5e-6
     assert (q, t) == (0.5, 6)
     assert mech.sensitivity_failure == pytest.approx(1e-5 / 12)
@@ -160,8 +160,8 @@ def test_resampled_accounting_meets_the_target_and_agrees_with_dp_accounting():
 
 
 def test_accountant_is_monotone():
-    def eps(s, t, q):
-        return PrivacyLedger().add_gaussian(s, t, q).epsilon(1e-5)
+    def eps(s, t, q):  # RDP here (fast); the PLD route is checked against the target above
+        return PrivacyLedger().add_gaussian(s, t, q).epsilon(1e-5, "rdp")
 
     assert eps(1.0, 50, 0.1) > eps(1.5, 50, 0.1) > eps(2.0, 50, 0.1)
     assert eps(1.0, 10, 0.1) < eps(1.0, 50, 0.1) < eps(1.0, 200, 0.1)
@@ -180,8 +180,8 @@ def test_the_flow_keeps_only_the_release(key):
     # flow holds no array with the private rows, so anything computed from it is post-processing.
     y = swf_data()
     flow = _flow(y, resample=True, batch_size=20)
-    rel = swf.private_release(jr.key(41), y, **flow.mechanism.release_kwargs())
-    for t in range(flow.mechanism.num_releases):
+    rel = swf.private_release(jr.key(41), y, **flow.mechanism.plain().release_kwargs())
+    for t in range(flow.mechanism.plain().num_releases):
         count = int(flow.counts[t])
         assert count == int(jnp.sum(rel.mask[t]))
         ref = jnp.sort(rel.values[t][:, rel.mask[t]], axis=-1)
@@ -193,7 +193,7 @@ def test_the_flow_keeps_only_the_release(key):
 
 def _residual_std_ok(flow, data, key):
     """SW-σ: the release residual's std lies in the 99.9 % χ² interval of the σ the certificate claims."""
-    mech = flow.mechanism
+    mech = flow.mechanism.plain()
     claimed = calibrate_gaussian(mech.epsilon, mech.delta / 2, 1.0) * swf.sensitivity_bound(
         mech.num_projections, mech.dim, mech.delta / 2, "chernoff"
     )
@@ -332,3 +332,14 @@ def test_bad_particles_and_unclipped_data(key):
     assert isinstance(big, eqx.Module)
     with pytest.raises(ValueError, match="sampling_rate"):
         swf.private_release(key, swf_data(), num_projections=2, noise_multiplier=1.0, sensitivity=1.0, sampling_rate=0)
+
+
+def test_privacy_levels_share_compiled_code_and_sweep(key):
+    # The privacy numbers are leaves, not static: flows at ε = 5 and 10 stack into one sweep.
+    flows = [_flow(epsilon=5.0), _flow(epsilon=10.0)]
+    state = flows[0].init(jr.normal(key, (16, 2)))
+    swept, _ = dpflows.sweep(flows, state, key, 3)
+    for i, flow in enumerate(flows):
+        single, _ = dpflows.run(flow, state, key, 3)
+        np.testing.assert_allclose(np.asarray(swept.x[i]), single.x, atol=1e-5)
+    assert float(flows[1].noise_std[0]) < float(flows[0].noise_std[0])

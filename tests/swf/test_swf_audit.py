@@ -29,14 +29,14 @@ def _flow(y):
 
 def _claim():
     """μ of the certificate: T full-batch Gaussian releases with multiplier s compose to μ = √T/s."""
-    mech = _flow(-U).mechanism
+    mech = _flow(-U).mechanism.plain()
     swf._mechanism.cache_clear()
     return math.sqrt(mech.num_releases) / mech.noise_multiplier
 
 
 def _audit(scale=1.0):
     y0, y1 = -scale * U, scale * U
-    mech = _flow(y0).mechanism
+    mech = _flow(y0).mechanism.plain()
 
     def score(key, data):
         rel = swf.private_release(key, data, **mech.release_kwargs())  # the function the flow calls

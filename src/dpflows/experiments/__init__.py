@@ -16,6 +16,7 @@ from . import (  # noqa: F401  (registration)  # noqa: F401  (registration side 
     muon_meanfield,
     shk_mixture,
     shk_private_regression,
+    swf_generative,
 )
 from ._registry import Experiment, RunContext, get, load_config, names, register, run_experiment
 
