@@ -177,8 +177,21 @@ def _batch_mask(key: PRNGKeyArray, m: int, sampling_rate: float) -> Array:
     return jr.bernoulli(key, sampling_rate, (m,))
 
 
-def _release_one(key, t, y, k, noise_multiplier, sensitivity, sampling_rate, method):
-    """Release t: fresh directions, a Poisson batch and Gaussian noise of std s·Δ_t."""
+def _batch_width(key: PRNGKeyArray, m: int, sampling_rate: float, num_releases: int) -> int:
+    """The largest Poisson batch over the releases (the masks alone are cheap); m without subsampling."""
+    if sampling_rate >= 1:
+        return m
+    ts = jnp.arange(num_releases, dtype=jnp.int32)
+    masks = jax.vmap(lambda t: _batch_mask(_release_keys(key, t)[1], m, sampling_rate))(ts)
+    return max(int(jnp.max(jnp.sum(masks, axis=1))), 1)
+
+
+def _release_one(key, t, y, k, noise_multiplier, sensitivity, sampling_rate, method, width):
+    """Release t: fresh directions, a Poisson batch and Gaussian noise of std s·Δ_t.
+
+    Only the batch's rows are projected: (k, width) values for rows ``idx`` (``valid`` marks the
+    first count = |batch| ≤ width of them), so a release costs O(k·qm), not O(k·m).
+    """
     kd, kb, kz = _release_keys(key, t)
     # Random bits are drawn in float32 for either precision, so a float64 flow post-processes the
     # same release as a float32 one (up to rounding).
@@ -186,8 +199,14 @@ def _release_one(key, t, y, k, noise_multiplier, sensitivity, sampling_rate, met
     theta = theta / jnp.linalg.norm(theta, axis=1, keepdims=True)
     delta_t = 2 * jnp.linalg.norm(theta, ord=2) if method == "operator" else jnp.asarray(sensitivity, y.dtype)
     std = (noise_multiplier * delta_t).astype(y.dtype)
-    z = jr.normal(kz, (k, y.shape[0]), dtype=jnp.float32).astype(y.dtype)
-    return theta, theta @ y.T + std * z, _batch_mask(kb, y.shape[0], sampling_rate), std
+    mask = _batch_mask(kb, y.shape[0], sampling_rate)
+    if sampling_rate >= 1:
+        idx = jnp.arange(y.shape[0], dtype=jnp.int32)
+    else:
+        idx = jnp.nonzero(mask, size=width, fill_value=0)[0].astype(jnp.int32)
+    valid = jnp.arange(width, dtype=jnp.int32) < jnp.sum(mask).astype(jnp.int32)
+    z = jr.normal(kz, (k, width), dtype=jnp.float32).astype(y.dtype)
+    return theta, idx, valid, theta @ y[idx].T + std * z, mask, std
 
 
 def private_release(
@@ -216,17 +235,17 @@ def private_release(
     _validate.one_of("method", method, SENSITIVITY_METHODS)
     if method != "operator":
         _validate.positive("sensitivity", sensitivity)
-    one = ft.partial(
-        _release_one,
-        y=y,
-        k=k,
-        noise_multiplier=float(noise_multiplier),
-        sensitivity=sensitivity,
-        sampling_rate=float(sampling_rate),
-        method=method,
-    )
-    ts = jnp.arange(num_releases, dtype=jnp.int32)
-    return SlicedRelease(*jax.vmap(lambda t: one(key, t))(ts))
+    q, m = float(sampling_rate), y.shape[0]
+    width = _batch_width(key, m, q, num_releases)
+
+    def one(t):
+        theta, idx, valid, values, mask, std = _release_one(
+            key, t, y, k, float(noise_multiplier), sensitivity, q, method, width
+        )
+        full = jnp.zeros((k, m), y.dtype).at[:, jnp.where(valid, idx, m)].set(values, mode="drop")
+        return theta, full, mask, std
+
+    return SlicedRelease(*jax.vmap(one)(jnp.arange(num_releases, dtype=jnp.int32)))
 
 
 def _check_data(data: Any) -> Array:
@@ -239,10 +258,10 @@ def _check_data(data: Any) -> Array:
 
 
 # ------------------------------------------------------------------------------------ tables
-def _sorted_table(values: Array, mask: Array, width: int) -> tuple[Array, Array]:
+def _sorted_table(values: Array, valid: Array, width: int) -> tuple[Array, Array]:
     """Sorted published values of one release, (k, width), padded with the largest; and the count."""
-    count = jnp.sum(mask).astype(jnp.int32)
-    s = jnp.sort(jnp.where(mask[None, :], values, jnp.inf), axis=-1)[:, :width]
+    count = jnp.sum(valid).astype(jnp.int32)
+    s = jnp.sort(jnp.where(valid[None, :], values, jnp.inf), axis=-1)
     last = jnp.take(s, jnp.maximum(count - 1, 0), axis=1)[:, None]
     j = jnp.arange(width, dtype=jnp.int32)[None, :]
     return jnp.where(j < count, s, jnp.where(count > 0, last, 0.0)), count
@@ -261,8 +280,10 @@ def _percentile_table(table: Array, count: Array, num_quantiles: int) -> Array:
 @ft.partial(jax.jit, static_argnames=("k", "sampling_rate", "method", "width", "num_quantiles"))
 def _build_tables(key, y, noise_multiplier, sensitivity, *, k, sampling_rate, method, width, num_quantiles, ts):
     def one(t):
-        theta, values, mask, std = _release_one(key, t, y, k, noise_multiplier, sensitivity, sampling_rate, method)
-        table, count = _sorted_table(values, mask, width)
+        theta, _, valid, values, _, std = _release_one(
+            key, t, y, k, noise_multiplier, sensitivity, sampling_rate, method, width
+        )
+        table, count = _sorted_table(values, valid, width)
         if num_quantiles is not None:
             table = _percentile_table(table, count, num_quantiles)
         return theta, table, count, std
@@ -502,11 +523,7 @@ class DPSlicedWassersteinFlow(AbstractFlow):
         key = release_key() if key is None else key
         releases = mech.num_releases
         ts = jnp.arange(releases, dtype=jnp.int32)
-        if q < 1:  # the widest batch fixes the table width (the masks alone are cheap)
-            masks = jax.vmap(lambda t: _batch_mask(_release_keys(key, t)[1], m, q))(ts)
-            width = max(int(jnp.max(jnp.sum(masks, axis=1))), 1)
-        else:
-            width = m
+        width = _batch_width(key, m, q, releases)  # the widest batch fixes the table width
         sens = 0.0 if mech.sensitivity is None else mech.sensitivity
         theta, tables, counts, std = _build_tables(
             key,
