@@ -306,9 +306,23 @@ def _transport_exact(u: Array, w: Array, table: Array, count: Array) -> Array:
     perm = jnp.argsort(u, axis=-1)
     ws = w[perm]
     levels = jnp.cumsum(ws, axis=-1) - 0.5 * ws
-    grid = (jnp.arange(table.shape[-1], dtype=u.dtype) + 0.5) / jnp.maximum(count, 1).astype(u.dtype)
-    q_sorted = jax.vmap(jnp.interp, in_axes=(0, None, 0))(levels, grid, table)
+    q_sorted = _interp_uniform(levels, table, count)
     return jax.vmap(lambda p, q: jnp.zeros_like(q).at[p].set(q))(perm, q_sorted)
+
+
+def _interp_uniform(levels: Array, table: Array, count: Array) -> Array:
+    """Row-wise ``jnp.interp(levels, (j + ½)/count, table)`` by arithmetic on the uniform grid.
+
+    The grid is uniform, so the bracketing index is ⌊level·count − ½⌋ (clamped, as interp clamps):
+    two gathers per level instead of a binary search (which is ~50x slower on XLA:CPU here).
+    """
+    c = jnp.maximum(count, 1).astype(levels.dtype)
+    pos = jnp.clip(levels * c - 0.5, 0.0, c - 1)
+    lo = jnp.floor(pos).astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, jnp.maximum(count, 1).astype(jnp.int32) - 1)
+    frac = pos - lo.astype(levels.dtype)
+    take = jax.vmap(jnp.take)
+    return take(table, lo) * (1 - frac) + take(table, hi) * frac
 
 
 def _transport_percentiles(u: Array, table: Array) -> Array:
@@ -721,6 +735,7 @@ def _gen_chunk(params, static, opt_state, flow, steps, key, optimizer, batch_siz
         r = t % flow.directions.shape[0]
         theta, table, count, std = flow.directions[r], flow.tables[r], flow.counts[r], flow.noise_std[r]
         dtype = table.dtype
+        std = std if flow.smooth_particles else jnp.zeros((), dtype)
         z = jr.normal(kz, (batch_size, latent_dim), dtype=dtype)
         noise = std * jr.normal(kn, (theta.shape[0], batch_size), dtype=dtype)
         w = jnp.full((batch_size,), 1.0 / batch_size, dtype)
