@@ -12,6 +12,8 @@ from dpflows.privacy import mechanisms
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
+# slow (25 s): an experiment-level claim at small size; `make test-slow` runs it.
+@pytest.mark.slow
 def test_ldp_2d_small_matched_beats_the_comparators(tmp_path):
     cfg = {
         "experiment": "ldp_2d",

@@ -126,6 +126,8 @@ def _teacher_student(key, num_inputs=64, d=3, width=2):
     return TwoLayerNetwork(inputs, y)
 
 
+# slow (27 s): a Monte Carlo scaling study over particle counts; `make test-slow` runs it.
+@pytest.mark.slow
 def test_propagation_of_chaos_variance_scales_like_one_over_n(key):
     objective = _teacher_student(key)
     flow = MuonMeanFieldFlow(objective, eps=0.2, damping=1.0, step_size=0.05)

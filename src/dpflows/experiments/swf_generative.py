@@ -353,9 +353,10 @@ def run_swf_digits(cfg: SWFDigitsConfig, ctx: RunContext):
     ref_fid = feats.fid(ref_imgs, x_pub)
     results["reference/private_codes"] = {"fid": ref_fid, "accuracy": float(ref_acc)}
 
-    fig, axes = plt.subplots(len(grids), 1, figsize=(10, 1.3 * len(grids)), squeeze=False)
-    for ax, ((method, eps), g) in zip(axes[:, 0], grids.items(), strict=True):
-        tile = g.transpose(1, 2, 0, 3).reshape(g.shape[1] * 8, 10 * 8)
+    nm, ne = len(cfg.methods), len(cfg.epsilons)
+    fig, axes = plt.subplots(nm, ne, figsize=(3.2 * ne, 2.2 * nm), squeeze=False)
+    for ax, ((method, eps), g) in zip(axes.ravel(), grids.items(), strict=True):
+        tile = g.transpose(1, 2, 0, 3).reshape(g.shape[1] * 8, 10 * 8)  # rows: samples, columns: classes
         ax.imshow(tile, cmap="gray_r", vmin=0, vmax=1)
         ax.set_axis_off()
         ax.set_title(f"{method}, ε = {_eps_label(eps)}", fontsize=8)
