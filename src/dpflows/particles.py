@@ -18,7 +18,7 @@ from jax.scipy.special import logsumexp
 from . import _validate
 from ._typing import Array, Float, PRNGKeyArray, PyTreeAny
 
-__all__ = ["Particles", "resample", "systematic_indices"]
+__all__ = ["Particles", "resample", "resample_if", "reweight", "systematic_indices"]
 
 # Tolerance on |Σ wᵢ − 1| for user-supplied weights: it catches weights that were never
 # normalised (errors of order 1) while accepting float32 round-off of sums over ~10⁶ terms.
@@ -214,3 +214,50 @@ def resample(key: PRNGKeyArray, particles: Particles) -> Particles:
     n = particles.num_particles
     logw = jnp.full((n,), -jnp.log(jnp.asarray(n, particles.logw.dtype)), particles.logw.dtype)
     return Particles(x=particles.x[idx], logw=logw, v=particles.v[idx], t=particles.t, aux=particles.aux)
+
+
+def reweight(particles: Particles, potential: Float[Array, " n"], rate: Any) -> Particles:
+    """Centred multiplicative reweighting: log wᵢ ← log wᵢ − rate·(ψᵢ − ⟨w, ψ⟩), renormalised.
+
+    The explicit Euler step of the reaction (birth–death / Fisher–Rao) flow ∂_t w = −w(ψ − ⟨w, ψ⟩)
+    in log-weights. Centring does not change the normalised result but keeps ``rate·ψ`` small in
+    float32. Particles of weight 0 (padding) are left out of the mean. Differentiable in ``potential``,
+    ``rate`` and the weights.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> p = Particles.uniform(jnp.zeros((2, 1)))
+        >>> reweight(p, jnp.array([0.0, jnp.log(3.0)]), 1.0).weights.tolist()
+        [0.75, 0.25]
+    """
+    psi = jnp.asarray(potential)
+    if psi.shape != particles.logw.shape:
+        raise ValueError(f"potential must have shape {particles.logw.shape} (one value per particle), got {psi.shape}")
+    psi = psi.astype(particles.logw.dtype)
+    a = particles.weights
+    centred = psi - jnp.sum(jnp.where(a > 0, a * psi, 0.0))
+    logw = particles.logw - jnp.asarray(rate, particles.logw.dtype) * centred
+    logw = logw - logsumexp(logw)
+    return Particles(x=particles.x, logw=logw, v=particles.v, t=particles.t, aux=particles.aux)
+
+
+def resample_if(key: PRNGKeyArray, particles: Particles, threshold: Any) -> tuple[Particles, Array]:
+    """Systematic resampling when ESS < ``threshold``·n, else the particles unchanged.
+
+    Jit/vmap-safe (a ``where``, not a Python branch): returns ``(particles, resampled)`` with
+    ``resampled`` a boolean scalar. ``threshold`` is an array leaf (0 never resamples, 1 resamples
+    unless the weights are uniform).
+    """
+    n = particles.num_particles
+    ess = particles.ess()
+    do = ess < jnp.asarray(threshold, ess.dtype) * n
+    idx = jnp.where(do, systematic_indices(key, particles.weights).astype(jnp.int32), jnp.arange(n, dtype=jnp.int32))
+    uniform = jnp.full((n,), -jnp.log(jnp.asarray(n, particles.logw.dtype)), particles.logw.dtype)
+    new = Particles(
+        x=particles.x[idx],
+        logw=jnp.where(do, uniform, particles.logw),
+        v=particles.v[idx],
+        t=particles.t,
+        aux=particles.aux,
+    )
+    return new, do

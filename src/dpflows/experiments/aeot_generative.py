@@ -28,8 +28,8 @@ import optax
 import dpflows
 from dpflows import aeot
 
+from ._common import check_positive
 from ._registry import RunContext, register
-from .muon_meanfield import _check_positive  # the shared "every entry > 0" config check
 
 DATASETS_2D = ("eight_gaussians", "twenty_five_gaussians", "swiss_roll")
 
@@ -65,8 +65,8 @@ class AEOT2DConfig:
             raise ValueError(
                 f"angle_thresholds must have one entry per dataset ({len(self.datasets)}), got {self.angle_thresholds}"
             )
-        _check_positive(self, ("angle_thresholds", "num_codes", "num_samples", "tol", "max_iterations"))
-        _check_positive(self, ("tau_factor", "mlp_steps", "mlp_epsilon"))
+        check_positive(self, ("angle_thresholds", "num_codes", "num_samples", "tol", "max_iterations"))
+        check_positive(self, ("tau_factor", "mlp_steps", "mlp_epsilon"))
 
 
 def _toy(name: str, key, n: int):
@@ -260,8 +260,8 @@ class AEOTDigitsConfig:
             raise ValueError(f"train_fraction must lie in (0, 1), got {self.train_fraction}")
         if not 0 < self.pair_angle_quantile <= 1:
             raise ValueError(f"pair_angle_quantile must lie in (0, 1], got {self.pair_angle_quantile}")
-        _check_positive(self, ("latent_dim", "ae_width", "ae_steps", "tol", "max_iterations", "max_batch_size"))
-        _check_positive(self, ("tau_factors", "num_samples"))
+        check_positive(self, ("latent_dim", "ae_width", "ae_steps", "tol", "max_iterations", "max_batch_size"))
+        check_positive(self, ("tau_factors", "num_samples"))
 
 
 def run_aeot_digits(cfg: AEOTDigitsConfig, ctx: RunContext):

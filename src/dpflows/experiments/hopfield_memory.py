@@ -34,8 +34,8 @@ import numpy as np
 
 from dpflows.hopfield import EuclideanHopfield, SinkhornHopfield
 
+from ._common import check_positive
 from ._registry import RunContext, register
-from .muon_meanfield import _check_positive  # the shared "every entry > 0" config check
 
 PERTURBATIONS = ("jitter", "reweight", "drop", "outliers")
 
@@ -166,8 +166,8 @@ class HopfieldPerturbationConfig:
             raise ValueError(f"perturbations must be a non-empty subset of {PERTURBATIONS}, got {self.perturbations}")
         if not self.levels or any(not 0 <= lv <= 1 for lv in self.levels):
             raise ValueError(f"levels must lie in [0, 1], got {self.levels}")
-        _check_positive(self, ("num_patterns", "dims", "num_points", "trials", "spread", "radius", "max_jitter"))
-        _check_positive(self, ("epsilon_factor", "beta_factor", "step_size", "num_steps", "batch"))
+        check_positive(self, ("num_patterns", "dims", "num_points", "trials", "spread", "radius", "max_jitter"))
+        check_positive(self, ("epsilon_factor", "beta_factor", "step_size", "num_steps", "batch"))
 
 
 def _median_gap(scores) -> float:
@@ -318,8 +318,8 @@ class HopfieldCapacityConfig:
     batch: int = 50
 
     def __post_init__(self):
-        _check_positive(self, ("dims", "rate", "max_patterns", "num_points", "trials", "jitter", "spread"))
-        _check_positive(self, ("radius", "epsilon_factor", "beta_factor", "step_size", "num_steps", "batch"))
+        check_positive(self, ("dims", "rate", "max_patterns", "num_points", "trials", "jitter", "spread"))
+        check_positive(self, ("radius", "epsilon_factor", "beta_factor", "step_size", "num_steps", "batch"))
 
 
 def run_hopfield_capacity(cfg: HopfieldCapacityConfig, ctx: RunContext):

@@ -27,12 +27,12 @@ import optax
 import dpflows
 from dpflows import data, ldp, metrics, privacy
 
+from ._common import noise_note, release_key
 from ._registry import RunContext, register
 
 LOSS_VARIANTS = ("matched", "divergence", "small_eps", "w2")
 MODELS = ("particles", "generator")
 DATASETS = ("eight_gaussians", "two_moons")
-SECRET = "<secret>"
 
 
 def _check_common(cfg):
@@ -112,31 +112,6 @@ class LDP2DConfig:
 
 
 # ------------------------------------------------------------------------------ shared pieces
-def noise_key(seed: int, reproducible: bool, *path: int) -> jax.Array:
-    """The privacy-noise key: secret (OS entropy) unless the run asked for reproducible noise."""
-    if not reproducible:
-        return privacy.release_key()
-    key = jr.fold_in(jr.key(seed), 1_000_003)
-    for p in path:
-        key = jr.fold_in(key, p)
-    return key
-
-
-def noise_note(reproducible: bool) -> tuple[str, str]:
-    """(the ``noise_seed`` value written to outputs, the sentence for the report)."""
-    if reproducible:
-        return (
-            "derived from seed (disclosed)",
-            "**Noise seed disclosed** (`reproducible_noise: true`): the privacy noise is a function of the config's "
-            "seed, so these releases carry no guarantee (covers: none).",
-        )
-    return (
-        SECRET,
-        "Privacy noise keys come from OS entropy and are never written (noise seed secret); the certificates cover "
-        "the releases as mechanisms under dpflows' threat model (float noise, see `privacy.THREAT_MODEL`).",
-    )
-
-
 def loss_kwargs(variant: str, noise: ldp.GaussianNoise | ldp.LaplaceNoise, small_eps_factor: float) -> dict:
     """``loss``/``epsilon`` keyword arguments of a loss variant."""
     if variant == "matched":
@@ -225,7 +200,7 @@ def run_ldp_2d(cfg: LDP2DConfig, ctx: RunContext):
             test = np.asarray(_dataset(dataset, k_test, cfg.num_test))
             examples[(dataset, "clean")] = np.asarray(x[: cfg.num_test])
             for si, (mech, eps) in enumerate(settings):
-                rel = _privatise(noise_key(ctx.seed, cfg.reproducible_noise, di, seed, si), x, mech, eps, cfg)
+                rel = _privatise(release_key(ctx.seed, cfg.reproducible_noise, di, seed, si), x, mech, eps, cfg)
                 certs[(mech, eps)] = rel.certificate
                 noise = ldp.noise_of(rel)
                 y = rel.value
@@ -491,7 +466,7 @@ def run_ldp_digits(cfg: LDPDigitsConfig, ctx: RunContext):
         for seed in range(cfg.num_seeds):
             key = jr.fold_in(jr.key(ctx.seed), 100 * si + seed)
             rel = privacy.gaussian_ldp(
-                noise_key(ctx.seed, cfg.reproducible_noise, si, seed),
+                release_key(ctx.seed, cfg.reproducible_noise, si, seed),
                 x_tr,
                 epsilon=eps,
                 delta=cfg.delta,

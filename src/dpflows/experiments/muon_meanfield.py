@@ -24,15 +24,8 @@ import optax
 import dpflows
 from dpflows.muon import MixtureOfExperts, MuonMeanFieldFlow, TwoLayerNetwork
 
+from ._common import check_positive
 from ._registry import RunContext, register
-
-
-def _check_positive(cfg, names) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        values = value if isinstance(value, tuple) else (value,)
-        if not values or any(not v > 0 for v in values):
-            raise ValueError(f"{name} must be > 0 (every entry), got {value}")
 
 
 @dataclass(frozen=True)
@@ -71,8 +64,8 @@ class MuonMeanFieldConfig:
 
     def __post_init__(self):
         ints = ("input_dim", "hidden_per_particle", "teacher_particles", "num_inputs", "num_seeds", "num_steps")
-        _check_positive(self, (*ints, "particle_counts", "step_size", "eps", "momentum_mass"))
-        _check_positive(self, ("adam_learning_rate", "init_scale"))
+        check_positive(self, (*ints, "particle_counts", "step_size", "eps", "momentum_mass"))
+        check_positive(self, ("adam_learning_rate", "init_scale"))
         if self.damping < 0 or self.damping * self.step_size > 1:
             raise ValueError(f"damping must be >= 0 with damping × step_size <= 1, got {self.damping}")
 
@@ -260,8 +253,8 @@ class MuonMoEConfig:
 
     def __post_init__(self):
         ints = ("input_dim", "hidden", "teacher_experts", "num_experts", "num_inputs", "num_steps")
-        _check_positive(self, (*ints, "step_size", "eps_gate", "eps_hidden", "eps_readout", "adam_learning_rate"))
-        _check_positive(self, ("init_scale",))
+        check_positive(self, (*ints, "step_size", "eps_gate", "eps_hidden", "eps_readout", "adam_learning_rate"))
+        check_positive(self, ("init_scale",))
         if self.damping < 0 or self.damping * self.step_size > 1:
             raise ValueError(f"damping must be >= 0 with damping × step_size <= 1, got {self.damping}")
 

@@ -24,10 +24,9 @@ from tqdm.auto import tqdm
 import dpflows
 from dpflows import data, metrics, ot, swf
 from dpflows.ldp import MLPGenerator
-from dpflows.privacy import release_key
 
+from ._common import check_positive, release_key
 from ._registry import RunContext, register
-from .muon_meanfield import _check_positive
 
 METHODS = ("flow", "flow_r", "gen")
 DATASETS = ("eight_gaussians", "two_moons")
@@ -42,15 +41,6 @@ def _check(cfg) -> None:
         raise ValueError(f"sampling_rate must be in (0, 1], got {cfg.sampling_rate}")
     if not cfg.methods or set(cfg.methods) - set(METHODS):
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(cfg.methods)}")
-
-
-def _release_key(cfg, seed: int, *tags: int):
-    if not cfg.reproducible_noise:
-        return release_key()
-    key = jr.key(seed)
-    for t in tags:
-        key = jr.fold_in(key, t)
-    return key
 
 
 def _privacy_note(cfg) -> str:
@@ -131,7 +121,7 @@ class SWF2DConfig:
         _check(self)
         if not self.datasets or set(self.datasets) - set(DATASETS):
             raise ValueError(f"datasets must be a non-empty subset of {DATASETS}, got {list(self.datasets)}")
-        _check_positive(
+        check_positive(
             self,
             (
                 "num_private",
@@ -173,7 +163,7 @@ def run_swf_2d(cfg: SWF2DConfig, ctx: RunContext):
                     y, _ = draw(jr.fold_in(key, 0), cfg.num_private)
                     test, _ = draw(jr.fold_in(key, 1), cfg.num_particles)
                     x0 = jr.normal(jr.fold_in(key, 2), (cfg.num_particles, 2), dtype=y.dtype)
-                    rkey = _release_key(cfg, ctx.seed, di, mi, ei, s)
+                    rkey = release_key(ctx.seed, cfg.reproducible_noise, di, mi, ei, s)
                     x, _ = _fit(cfg, method, eps, y, x0, jr.fold_in(key, 3), rkey)
                     dirs = ot.random_directions(jr.fold_in(key, 4), 2, 256)
                     sws.append(float(ot.sliced_wasserstein(x, test, directions=dirs)))
@@ -257,7 +247,7 @@ class SWFDigitsConfig:
 
     def __post_init__(self):
         _check(self)
-        _check_positive(
+        check_positive(
             self,
             (
                 "latent_dim",
@@ -329,7 +319,7 @@ def run_swf_digits(cfg: SWFDigitsConfig, ctx: RunContext):
                 for c in range(10):
                     k = jr.fold_in(key, 10_000 + 1000 * s + c)
                     x0 = jr.normal(jr.fold_in(k, 0), (n, cfg.latent_dim))
-                    rkey = _release_key(cfg, ctx.seed, mi, ei, s, c)
+                    rkey = release_key(ctx.seed, cfg.reproducible_noise, mi, ei, s, c)
                     x, cert = _fit(cfg, method, eps, jnp.asarray(by_class[c]), x0, jr.fold_in(k, 1), rkey)
                     codes.append(x)
                     bar.update(1)
