@@ -5,6 +5,12 @@ compiled ``lax.scan`` over steps whose keys are ``fold_in(key, i)`` with ``i`` t
 so a run gives the same bits however it is chunked (progress bar, checkpoints, kill and resume).
 Progress bars and checkpoints live in Python *between* compiled chunks; nothing calls back from
 traced code, so the same driver serves ``run`` and the vmapped, sharded ``sweep``.
+
+There is one loop, :func:`iterate`, for any pytree carry; :func:`run` (flows on :class:`Particles`),
+:func:`sweep` (a vmapped, sharded batch of flows) and :func:`fit` (optax training of a model) are
+front ends to it. A flow or trainer with a tolerance gives a stopping rule (``terminate``) instead of
+writing its own ``while_loop``: the loop then exits early in a single run and freezes finished members
+in a sweep (optimistix's ``iterative_solve`` does the same for its solvers).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import functools as ft
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
+import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -33,9 +41,13 @@ from .particles import Particles
 
 __all__ = [
     "AbstractFlow",
+    "FitResult",
     "FlowError",
+    "FlowWarning",
     "Trace",
     "as_sampling_algorithm",
+    "fit",
+    "iterate",
     "run",
     "stack",
     "sweep",
@@ -46,6 +58,10 @@ _VERSION_FOR_RESUME = "0.1"  # major.minor of the checkpoint-compatible runtime
 
 class FlowError(RuntimeError):
     """A run ended in a state that is not usable (non-finite particles, unconverged inner solves)."""
+
+
+class FlowWarning(UserWarning):
+    """A run with ``throw=False`` ended degenerate; the message names the cause and a fix."""
 
 
 class AbstractFlow(eqx.Module):
@@ -65,6 +81,18 @@ class AbstractFlow(eqx.Module):
     def step(self, state: Particles, key: PRNGKeyArray) -> tuple[Particles, Info]:
         """Advance ``state`` by one step using ``key``; return the new state and diagnostics."""
 
+    def terminate(self, state: Particles, info: Info) -> Bool[Array, ""]:
+        """Optional stopping rule, evaluated on each step's ``(new_state, info)``.
+
+        A flow with a tolerance (a retrieval, a solver) overrides this instead of writing its own
+        ``while_loop``. After the first step for which it is true, :func:`run` skips the remaining
+        steps (a single run leaves its loop; a member of a :func:`sweep` is frozen while the others
+        go on), the trace repeats the last step's diagnostics, and ``trace.info["active"]`` says which
+        steps ran. Flows that do not override it never stop early and have no ``"active"`` entry.
+        """
+        del state, info
+        return jnp.zeros((), bool)
+
 
 class Trace(eqx.Module):
     """What a run recorded.
@@ -76,8 +104,10 @@ class Trace(eqx.Module):
             stacked along a leading axis (after the member axis for sweeps); ``None`` if
             ``record_every == 0``.
         record_steps: number of steps done at each record, shape ``(num_records,)``.
-        ok: whether the final state is finite (and, where a flow reports ``converged``, its last
-            step converged); one flag per member for sweeps.
+        ok: whether the run ended usable: the final state is finite, and, where the flow reports
+            them, the last step's ``energy`` is finite, its ``converged`` is true and its
+            ``healthy`` is true; one flag per member for sweeps. A run with ``throw=False`` that
+            is not ok also warns (:class:`FlowWarning`) naming the cause.
     """
 
     info: dict[str, Array]
@@ -91,46 +121,204 @@ class Trace(eqx.Module):
 
 
 # ------------------------------------------------------------------------------------ the scan
-def _identity(state: Particles) -> Particles:
+def _identity(state: Any) -> Any:
     return state
 
 
-def _scan_steps(flow, state, key, start, length: int, record_every: int, record):
-    """``length`` steps from global index ``start``; record every ``record_every`` (0: never)."""
+def _has_terminate(flow: AbstractFlow) -> bool:
+    return type(flow).terminate is not AbstractFlow.terminate
 
-    def one(carry, i):
-        return flow.step(carry, jr.fold_in(key, i))
+
+def _scan_steps(step, carry, key, start, length: int, record_every: int, record):
+    """``length`` steps of ``step`` from global index ``start``; record every ``record_every`` (0: never)."""
+
+    def one(c, i):
+        return step(c, jr.fold_in(key, i))
 
     steps = start + jnp.arange(length, dtype=jnp.int32)
     if record_every == 0:
-        state, info = jax.lax.scan(one, state, steps)
-        return state, info, None
+        carry, info = jax.lax.scan(one, carry, steps)
+        return carry, info, None
 
-    def block(carry, idx):
-        carry, info = jax.lax.scan(one, carry, idx)
-        return carry, (info, (record or _identity)(carry))
+    def block(c, idx):
+        c, info = jax.lax.scan(one, c, idx)
+        return c, (info, (record or _identity)(c))
 
-    state, (info, rec) = jax.lax.scan(block, state, steps.reshape(length // record_every, record_every))
+    carry, (info, rec) = jax.lax.scan(block, carry, steps.reshape(length // record_every, record_every))
     info = jax.tree_util.tree_map(lambda a: a.reshape(length, *a.shape[2:]), info)
-    return state, info, rec
+    return carry, info, rec
+
+
+class _Stopping(NamedTuple):
+    """Carry of a loop with a stopping rule: the state, whether it has stopped, the last step's info."""
+
+    state: PyTreeAny
+    done: Array
+    last: Info
+
+
+def _initial_stopping(step, state, key) -> _Stopping:
+    shapes = jax.eval_shape(lambda s: step(s, key)[1], state)
+    last = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return _Stopping(state, jnp.zeros((), bool), last)
+
+
+def _until_steps(step, terminate, carry: _Stopping, key, start, length: int, record_every: int, record):
+    """Like :func:`_scan_steps` but stops after the first step where ``terminate`` is true.
+
+    A ``while_loop`` writes each step's info into preallocated buffers; the slots of steps that did
+    not run repeat the last info (``active`` is false there) and the missing records repeat the final
+    state's, which is what a scan over frozen steps would give. Under ``vmap`` the loop runs until
+    every member has stopped, and stopped members are frozen by the batched predicate.
+    """
+    rec_fn = record or _identity
+    buf = jax.tree_util.tree_map(lambda a: jnp.zeros((length, *a.shape), a.dtype), carry.last)
+    num_rec = length // record_every if record_every else 0
+    rec = None
+    if num_rec:
+        shapes = jax.eval_shape(rec_fn, carry.state)
+        rec = jax.tree_util.tree_map(lambda a: jnp.zeros((num_rec, *a.shape), a.dtype), shapes)
+
+    def cond(c):
+        j, stop = c[0], c[1].done
+        return (j < length) & ~stop
+
+    def body(c):
+        j, inner, buf, active, rec = c
+        new, info = step(inner.state, jr.fold_in(key, start + j))
+        stop = jnp.asarray(terminate(new, info), bool).reshape(())
+        buf = jax.tree_util.tree_map(lambda b, v: b.at[j].set(v), buf, info)
+        active = active.at[j].set(True)
+        if num_rec:
+            slot = (j + 1) // record_every - 1
+            due = (j + 1) % record_every == 0
+            value = rec_fn(new)
+            rec = jax.tree_util.tree_map(lambda r, v: jnp.where(due, r.at[slot].set(v), r), rec, value)
+        return j + 1, _Stopping(new, stop, info), buf, active, rec
+
+    init = (jnp.zeros((), jnp.int32), carry, buf, jnp.zeros((length,), bool), rec)
+    j, carry, buf, active, rec = jax.lax.while_loop(cond, body, init)
+    idle = jnp.arange(length) >= j
+    buf = jax.tree_util.tree_map(lambda b, v: jnp.where(idle.reshape((length,) + (1,) * v.ndim), v, b), buf, carry.last)
+    info = {**buf, "active": active}
+    if num_rec:
+        final = rec_fn(carry.state)
+        stale = (jnp.arange(num_rec) + 1) * record_every > j
+        rec = jax.tree_util.tree_map(
+            lambda r, v: jnp.where(stale.reshape((num_rec,) + (1,) * v.ndim), v, r), rec, final
+        )
+    return carry, info, rec
+
+
+def _steps(step, terminate, carry, key, start, length: int, record_every: int, record):
+    if terminate is None:
+        return _scan_steps(step, carry, key, start, length, record_every, record)
+    stop_record = None if record is None and not record_every else _StateRecord(record or _identity)
+    return _until_steps(step, terminate, carry, key, start, length, record_every, stop_record)
+
+
+class _StateRecord(eqx.Module):
+    """``record`` applied to the state inside a stopping carry."""
+
+    record: Callable
+
+    def __call__(self, state):
+        return self.record(state)
+
+
+class _FlowStep(eqx.Module):
+    """A flow's ``step`` (and ``terminate``) as a ``(carry, key)`` step for the generic loop."""
+
+    flow: AbstractFlow
+
+    def __call__(self, state, key):
+        return self.flow.step(state, key)
+
+
+class _FlowStop(eqx.Module):
+    flow: AbstractFlow
+
+    def __call__(self, state, info):
+        return self.flow.terminate(state, info)
+
+
+def _flow_steps(flow, carry, key, start, length, record_every, record):
+    term = _FlowStop(flow) if _has_terminate(flow) else None
+    return _steps(_FlowStep(flow), term, carry, key, start, length, record_every, record)
 
 
 @eqx.filter_jit
 def _run_chunk(flow, state, key, start, length, record_every, record):
-    return _scan_steps(flow, state, key, start, length, record_every, record)
+    return _flow_steps(flow, state, key, start, length, record_every, record)
 
 
 @eqx.filter_jit
 def _sweep_chunk(flow, state, key, start, flow_axes, state_axis, key_axis, length, record_every, record):
-    fn = ft.partial(_scan_steps, length=length, record_every=record_every, record=record)
+    fn = ft.partial(_flow_steps, length=length, record_every=record_every, record=record)
     return eqx.filter_vmap(fn, in_axes=(flow_axes, state_axis, key_axis, None))(flow, state, key, start)
 
 
-def _state_ok(state: Particles, info: Info) -> Array:
-    ok = jnp.all(jnp.isfinite(state.x)) & jnp.all(~jnp.isnan(state.logw)) & jnp.all(jnp.isfinite(state.v))
+@eqx.filter_jit
+def _iterate_chunk(step, terminate, carry, key, start, length, record_every, record):
+    return _steps(step, terminate, carry, key, start, length, record_every, record)
+
+
+def _health(state: Particles, info: Info) -> dict[str, Array]:
+    """Named checks of a run's end; every entry true means usable."""
+    checks = {
+        "finite_state": jnp.all(jnp.isfinite(state.x))
+        & jnp.all(~jnp.isnan(state.logw))
+        & jnp.all(jnp.isfinite(state.v))
+    }
+    if "energy" in info and jnp.issubdtype(info["energy"].dtype, jnp.floating):
+        checks["finite_energy"] = jnp.all(jnp.isfinite(info["energy"][-1]))
     if "converged" in info:
-        ok = ok & jnp.all(info["converged"][-1])
+        checks["converged"] = jnp.all(info["converged"][-1])
+    if "healthy" in info:
+        checks["healthy"] = jnp.all(info["healthy"][-1])
+    return checks
+
+
+def _state_ok(state: Particles, info: Info) -> Array:
+    ok = jnp.ones((), bool)
+    for value in _health(state, info).values():
+        ok = ok & value
     return ok
+
+
+_CAUSES = {
+    "finite_state": (
+        "the particles became non-finite (NaN/inf)",
+        "try a smaller step_size or check the potential's gradient",
+    ),
+    "finite_energy": (
+        "the last step's energy is non-finite",
+        "check the potential/energy at the particles (a log of zero, an overflow) or use a smaller step_size",
+    ),
+    "converged": (
+        "an inner solve (e.g. Sinkhorn) did not converge at the last step",
+        "raise the entropic epsilon, max_iterations or the solver threshold (the step size is not the cause)",
+    ),
+    "healthy": (
+        "the flow reported itself degenerate at the last step (info['healthy'] is false, e.g. collapsed weights)",
+        "see the flow's documentation of info['healthy']; for weight collapse use a larger bandwidth or reaction step",
+    ),
+}
+
+
+def _diagnosis(state, info, members: bool = False) -> str | None:
+    """A sentence naming why a run is not ok (``None`` if it is, or if the values are traced)."""
+    checks = jax.vmap(_health)(state, info) if members else _health(state, info)
+    if not _validate.is_concrete(checks):
+        return None
+    parts = []
+    for name, value in checks.items():
+        bad = ~np.asarray(value)
+        if np.any(bad):
+            what, fix = _CAUSES[name]
+            where = f" (members {np.flatnonzero(bad).tolist()})" if members else ""
+            parts.append(f"{what}{where}: {fix}")
+    return "; ".join(parts) or None
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -356,6 +544,7 @@ def run(
     state = eqx.tree_at(lambda s: s.x, state, _validate.finite("state.x", state.x))
     chunk = _chunk_length(num_steps, record_every, chunk_size, progress, checkpoint, checkpoint_every)
     plan = _Plan(num_steps, chunk, record_every, step_axis=0)
+    stopping = _has_terminate(flow)
 
     def chunk_fn(s, start, length):
         return _run_chunk(flow, s, key, start, length, record_every, record)
@@ -376,9 +565,10 @@ def run(
     rec_template = None
     if checkpoint is not None and record_every:
         rec_template = _stacked_like(jax.eval_shape(record or _identity, state), num_steps // record_every, 0)
+    carry = _initial_stopping(flow.step, state, key) if stopping else state
     final, info, rec = _drive(
         chunk_fn,
-        state,
+        carry,
         plan,
         progress=progress,
         desc=type(flow).__name__,
@@ -386,13 +576,300 @@ def run(
         fingerprint=fp,
         rec_template=rec_template,
     )
+    if stopping:
+        final = final.state
     if info is None:  # num_steps == 0
         info = {}
     ok = _state_ok(final, info)
     trace = Trace(info=info, states=rec, record_steps=_record_steps(num_steps, record_every), ok=ok)
     if throw:
-        final = _raise_if_bad(final, ok, num_steps)
+        final = _raise_if_bad(final, ok, num_steps, _diagnosis(final, info))
+    else:
+        _warn_if_bad(_diagnosis(final, info), type(flow).__name__)
     return final, trace
+
+
+def _warn_if_bad(diagnosis: str | None, what: str) -> None:
+    if diagnosis:
+        warnings.warn(f"{what} ended degenerate (trace.ok is False): {diagnosis}", FlowWarning, stacklevel=3)
+
+
+def _check_stable(name: str, fn: Any) -> None:
+    if fn is None:
+        return
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
+def iterate(
+    step: Callable[[PyTreeAny, PRNGKeyArray], tuple[PyTreeAny, Info]],
+    carry: PyTreeAny,
+    key: PRNGKeyArray,
+    num_steps: int,
+    *,
+    terminate: Callable[[PyTreeAny, Info], Array] | None = None,
+    record_every: int = 0,
+    record: Callable[[PyTreeAny], PyTreeAny] | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    chunk_size: int | None = None,
+) -> tuple[PyTreeAny, Info, PyTreeAny]:
+    """The one loop: ``num_steps`` applications of ``step`` to a pytree ``carry``.
+
+    Step ``i`` (global, 0-based) is ``carry, info = step(carry, fold_in(key, i))``. The steps run as
+    compiled ``lax.scan`` chunks; a progress bar and atomic checkpoints happen in Python between
+    chunks, and a run resumed from its checkpoint ends bitwise equal to an uninterrupted one. With
+    ``terminate`` the loop stops after the first step where ``terminate(carry, info)`` is true (a
+    ``while_loop`` inside each chunk; the remaining slots of ``info`` repeat the last step's values
+    and ``info["active"]`` marks the steps that ran). :func:`run`, :func:`sweep` and :func:`fit`
+    are built on it.
+
+    ``step`` and ``terminate`` should be stable objects: an ``eqx.Module`` that holds its arrays as
+    fields, or ``jax.tree_util.Partial(fn, *arrays)`` with a module-level ``fn``. Their array leaves
+    are traced; a fresh closure per call would recompile every call and bake its arrays into the
+    program. Usable under ``jit``/``vmap`` when ``progress`` and ``checkpoint`` are off (then
+    differentiable in the carry, by forward mode with ``terminate``, reverse mode without).
+
+    Args:
+        step: ``(carry, key) -> (carry, info)``; ``info`` a dict of arrays with the same keys and
+            shapes at every step.
+        carry: the initial carry (any pytree of arrays).
+        key: a PRNG key.
+        num_steps: number of steps (≥ 0).
+        terminate: optional ``(carry, info) -> bool[]`` stopping rule.
+        record_every: keep ``carry`` (or ``record(carry)``) every this many steps (must divide
+            ``num_steps``; 0 keeps none).
+        record: optional function of the carry to keep instead of the carry.
+        progress: a tqdm bar between compiled chunks.
+        desc: the bar's label.
+        checkpoint: a folder for atomic checkpoints and resume (as in :func:`run`).
+        checkpoint_every: steps between checkpoints.
+        chunk_size: steps per compiled chunk.
+
+    Returns:
+        ``(carry, info, records)``: the final carry, each step's info stacked along a leading axis,
+        and the records (``None`` without ``record_every``).
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr
+        >>> from jax.tree_util import Partial
+        >>> def halve(x, key, rate):
+        ...     return x * rate, {"size": jnp.abs(x)}
+        >>> def small(x, info):
+        ...     return jnp.abs(x) < 1e-3
+        >>> x, info, _ = iterate(Partial(halve, rate=0.5), jnp.asarray(1.0), jr.key(0), 100, terminate=small)
+        >>> int(info["active"].sum()), float(x) < 1e-3
+        (10, True)
+    """
+    _check_stable("step", step)
+    _check_stable("terminate", terminate)
+    _check_key(key)
+    num_steps = _validate.positive_int("num_steps", num_steps, allow_zero=True)
+    record_every = _validate.positive_int("record_every", record_every, allow_zero=True)
+    if record_every and num_steps % record_every:
+        raise ValueError(f"record_every must divide num_steps, got record_every={record_every}, num_steps={num_steps}")
+    if checkpoint_every is not None:
+        checkpoint_every = _validate.positive_int("checkpoint_every", checkpoint_every)
+    traced = not _validate.is_concrete((step, terminate, carry, key))
+    if traced and checkpoint is not None:
+        raise ValueError("checkpoint cannot be used under jit/vmap; call iterate outside transformations")
+    if traced:
+        progress = False
+    chunk = _chunk_length(num_steps, record_every, chunk_size, progress, checkpoint, checkpoint_every)
+    plan = _Plan(num_steps, chunk, record_every, step_axis=0)
+    inner_record = record
+    if terminate is not None:
+        carry = _initial_stopping(step, carry, key)
+
+    def chunk_fn(c, start, length):
+        return _iterate_chunk(step, terminate, c, key, start, length, record_every, inner_record)
+
+    fp = {}
+    rec_template = None
+    if checkpoint is not None:
+        fp = _checkpoint.fingerprint(
+            step_fn=step,
+            terminate=terminate or "none",
+            initial_state=carry,
+            key=key,
+            num_steps=num_steps,
+            chunk=chunk,
+            record_every=record_every,
+            record=record or "carry",
+            version=_VERSION_FOR_RESUME,
+        )
+        if record_every:
+            one = carry.state if terminate is not None else carry
+            rec_template = _stacked_like(jax.eval_shape(record or _identity, one), num_steps // record_every, 0)
+    final, info, rec = _drive(
+        chunk_fn,
+        carry,
+        plan,
+        progress=progress,
+        desc=desc or "iterate",
+        checkpoint=checkpoint,
+        fingerprint=fp,
+        rec_template=rec_template,
+    )
+    if terminate is not None:
+        final = final.state
+    return final, (info if info is not None else {}), rec
+
+
+# ------------------------------------------------------------------------------------------ fit
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the trained model (its inexact arrays updated, everything else as given).
+        opt_state: the optimizer state after the last step (pass it back to continue training).
+        trace: ``trace.info["loss"]`` per step (plus the loss's aux entries), recorded models in
+            ``trace.states`` if asked, and ``trace.ok`` (finite loss and parameters at the end).
+    """
+
+    model: Any
+    opt_state: Any
+    trace: Trace
+
+
+class _FitStep(eqx.Module):
+    """One optax step on ``loss(model, key)``; the carry is ``(params, opt_state)``."""
+
+    loss: Any
+    optimizer: Any
+    static: Any
+    has_aux: bool = eqx.field(static=True)
+
+    def __call__(self, carry, key):
+        params, opt_state = carry
+
+        def value(p):
+            out = self.loss(eqx.combine(p, self.static), key)
+            return out if self.has_aux else (out, {})
+
+        (loss, aux), grads = jax.value_and_grad(value, has_aux=True)(params)
+        # optax mixes weakly-typed scalars with the parameters' dtype; strict promotion refuses that.
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = self.optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        return (params, opt_state), {"loss": loss, **aux}
+
+
+class _FitView(eqx.Module):
+    """Applies a user function of the model to the ``(params, opt_state)`` carry."""
+
+    fn: Any
+    static: Any
+
+    def __call__(self, carry, *rest):
+        return self.fn(eqx.combine(carry[0], self.static), *rest)
+
+
+def fit(
+    loss: Callable[[Any, PRNGKeyArray], Any],
+    model: Any,
+    optimizer: optax.GradientTransformation,
+    key: PRNGKeyArray,
+    num_steps: int,
+    *,
+    has_aux: bool = False,
+    opt_state: Any = None,
+    terminate: Callable[[Any, Info], Array] | None = None,
+    record_every: int = 0,
+    record: Callable[[Any], PyTreeAny] | None = None,
+    progress: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    chunk_size: int | None = None,
+    throw: bool = True,
+) -> FitResult:
+    """Train ``model`` by ``num_steps`` optax steps on ``loss(model, key)``, on the one loop.
+
+    Step ``i`` draws its randomness (latents, minibatches) from ``fold_in(key, i)``, so training is
+    bitwise the same however it is chunked, and a killed run resumes from its checkpoint to the same
+    bits. The trained leaves are the inexact arrays of ``model`` (``eqx.is_inexact_array``); all other
+    leaves are held fixed. Learning rates belong in the optimizer *state* when built with
+    ``optax.inject_hyperparams(optax.adam)(learning_rate=lr)``, so a sweep over them is a
+    ``jax.vmap`` of a function calling ``fit`` and compiles once.
+
+    ``loss`` should be a stable object (an ``eqx.Module`` holding the data and hyper-parameters as
+    array fields, or ``jax.tree_util.Partial``): its arrays are traced, not baked into the program.
+
+    Args:
+        loss: ``(model, key) -> scalar``, or ``(scalar, dict of arrays)`` with ``has_aux``.
+        model: an equinox module or any pytree.
+        optimizer: an optax gradient transformation.
+        key: a PRNG key.
+        num_steps: optimisation steps (≥ 0).
+        has_aux: ``loss`` returns ``(value, aux)``; the aux arrays land in ``trace.info``.
+        opt_state: optimizer state to continue from (default ``optimizer.init``).
+        terminate: optional ``(model, info) -> bool[]``: stop after the first step where it is true.
+        record_every: keep the model (or ``record(model)``) every this many steps.
+        record: optional function of the model to keep.
+        progress: a progress bar between compiled chunks.
+        checkpoint: a folder for atomic checkpoints and bitwise resume.
+        checkpoint_every: steps between checkpoints.
+        chunk_size: steps per compiled chunk.
+        throw: raise :class:`FlowError` if the final loss or parameters are not finite.
+
+    Returns:
+        :class:`FitResult` ``(model, opt_state, trace)``.
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr, optax
+        >>> from jax.tree_util import Partial
+        >>> def sq(w, key, target):
+        ...     return jnp.sum((w - target) ** 2)
+        >>> res = fit(Partial(sq, target=jnp.ones(3)), jnp.zeros(3), optax.sgd(0.25), jr.key(0), 20)
+        >>> bool(jnp.allclose(res.model, 1.0, atol=1e-4)), res.trace["loss"].shape
+        (True, (20,))
+    """
+    _check_stable("loss", loss)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    if not jax.tree_util.tree_leaves(params):
+        raise ValueError("model has no inexact (floating) arrays to train")
+    if opt_state is None:
+        with jax.numpy_dtype_promotion("standard"):
+            opt_state = optimizer.init(params)
+    step = _FitStep(loss, optimizer, static, bool(has_aux))
+    stop = None if terminate is None else _FitView(terminate, static)
+    view = None if record is None and not record_every else _FitView(record or _identity, static)
+    (params, opt_state), info, rec = iterate(
+        step,
+        (params, opt_state),
+        key,
+        num_steps,
+        terminate=stop,
+        record_every=record_every,
+        record=view,
+        progress=progress,
+        desc="fit",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        chunk_size=chunk_size,
+    )
+    model = eqx.combine(params, static)
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(p)) for p in jax.tree_util.tree_leaves(params)]))
+    ok = finite & (jnp.all(jnp.isfinite(info["loss"][-1])) if num_steps else True)
+    trace = Trace(info=info, states=rec, record_steps=_record_steps(num_steps, record_every), ok=jnp.asarray(ok))
+    if _validate.is_concrete(ok) and not bool(ok):
+        msg = (
+            f"training ended with a non-finite loss or non-finite parameters after {num_steps} steps: lower the "
+            "learning rate, check the loss for a log of zero or an overflow"
+        )
+        if throw:
+            raise FlowError(msg + "; or pass throw=False and inspect trace.info['loss'].")
+        warnings.warn(msg + ".", FlowWarning, stacklevel=2)
+    elif throw and not _validate.is_concrete(ok):
+        params = jax.tree_util.tree_map(
+            lambda p: eqx.error_if(p, ~ok, "training ended with a non-finite loss or parameters"), params
+        )
+        model = eqx.combine(params, static)
+    return FitResult(model, opt_state, trace)
 
 
 def _stacked_like(shapes, num: int, axis: int):
@@ -408,11 +885,14 @@ def _record_steps(num_steps: int, record_every: int) -> Array | None:
     return jnp.arange(record_every, num_steps + 1, record_every, dtype=jnp.int32)
 
 
-def _raise_if_bad(final: Particles, ok: Array, num_steps: int) -> Particles:
+def _raise_if_bad(final: Particles, ok: Array, num_steps: int, diagnosis: str | None = None) -> Particles:
+    cause = diagnosis or (
+        "non-finite particles or energy (try a smaller step_size, check the potential's gradient), or an "
+        "unconverged inner solve (raise epsilon, max_iterations or the threshold)"
+    )
     msg = (
-        f"the run ended in an unusable state after {num_steps} steps (non-finite particles or an "
-        "unconverged inner solve). Try a smaller step_size, check the potential's gradient, or pass "
-        "throw=False and inspect trace.info."
+        f"the run ended in an unusable state after {num_steps} steps: {cause}. Pass throw=False to get "
+        "the trace and inspect trace.info."
     )
     if _validate.is_concrete(ok):
         if not bool(ok):
@@ -422,8 +902,16 @@ def _raise_if_bad(final: Particles, ok: Array, num_steps: int) -> Particles:
 
 
 # ------------------------------------------------------------------------------ stack / sweep
+def _describe(value: Any) -> str:
+    if value is None:
+        return "None"
+    if eqx.is_array(value):
+        return f"an array of shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
 def _static_difference(a: Any, b: Any, path: str = "") -> str | None:
-    """Name the first static field that differs between two modules of the same class."""
+    """Name the first field whose static value or pytree structure differs between two flows."""
     if type(a) is not type(b):
         return f"{path or 'flow'} has type {type(a).__name__} in one flow and {type(b).__name__} in another"
     if isinstance(a, eqx.Module):
@@ -437,6 +925,12 @@ def _static_difference(a: Any, b: Any, path: str = "") -> str | None:
                 sub = _static_difference(va, vb, name)
                 if sub:
                     return sub
+        return None
+    if jax.tree_util.tree_structure(a) != jax.tree_util.tree_structure(b):
+        return (
+            f"field {path!r} is {_describe(a)} in one flow and {_describe(b)} in another: give every flow the "
+            "same kind of value (e.g. an array in each) to sweep it"
+        )
     return None
 
 
@@ -609,10 +1103,15 @@ def sweep(
         keys = _pad_and_place(keys, 0, size, padded, batched, replicated)
     else:
         keys = jax.device_put(key, replicated)
-    flow = _pad_and_place(flow, axes, size, padded, batched, replicated)
     if state_in_axes is None:
         # After one chunk every member has its own state: carry a batched state from the start.
         state = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (size, *a.shape)) if eqx.is_array(a) else a, state)
+    if _has_terminate(flow):
+        member_info = eqx.filter_vmap(lambda f, s: f.step(s, key)[1], in_axes=(axes, 0))
+        shapes = eqx.filter_eval_shape(member_info, flow, state)
+        last = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+        state = _Stopping(state, jnp.zeros((size,), bool), last)
+    flow = _pad_and_place(flow, axes, size, padded, batched, replicated)
     state = _pad_and_place(state, 0, size, padded, batched, replicated)
     if checkpoint_every is not None:
         checkpoint_every = _validate.positive_int("checkpoint_every", checkpoint_every)
@@ -655,14 +1154,18 @@ def sweep(
         rec_template=rec_template,
     )
     unpad = ft.partial(jax.tree_util.tree_map, lambda a: a[:size] if eqx.is_array(a) and a.ndim else a)
+    if isinstance(final, _Stopping):
+        final = final.state
     final = unpad(final)
     info = unpad(info) if info is not None else {}
     rec = unpad(rec) if rec is not None else None
     ok = jax.vmap(_state_ok)(final, info) if info else jnp.ones((size,), bool)
     trace = Trace(info=info, states=rec, record_steps=_record_steps(num_steps, record_every), ok=ok)
+    diagnosis = _diagnosis(final, info, members=True) if info else None
     if throw and not bool(jnp.all(ok)):
         bad = np.flatnonzero(~np.asarray(ok)).tolist()
-        raise FlowError(f"sweep members {bad} ended in an unusable state; inspect trace.ok and trace.info")
+        raise FlowError(f"sweep members {bad} ended in an unusable state: {diagnosis}; inspect trace.ok and trace.info")
+    _warn_if_bad(diagnosis, f"sweep[{size}]")
     return final, trace
 
 
