@@ -135,7 +135,8 @@ def test_sweep_of_a_prebatched_flow_and_batched_states(key):
 def test_sweep_reports_failing_members_without_stopping(key):
     flows = _flows([0.05, 3.0, 0.05])  # the middle member diverges
     state = Particles.uniform(jr.normal(key, (16, 2)))
-    out, trace = dpflows.sweep(flows, state, key, 200, record_every=50, progress=True)
+    with pytest.warns(dpflows.FlowWarning, match=r"non-finite.*members \[1\]"):
+        out, trace = dpflows.sweep(flows, state, key, 200, record_every=50, progress=True)
     np.testing.assert_array_equal(trace.ok, [True, False, True])
     assert trace.states.x.shape == (3, 4, 16, 2)
     with pytest.raises(dpflows.FlowError, match=r"members \[1\]"):
