@@ -5,17 +5,33 @@ Public surface: the state (:class:`Particles`, :func:`resample`), the flow inter
 the method modules as namespaces (``dpflows.langevin``, ``dpflows.potentials``, ...).
 """
 
-from . import aeot, data, hopfield, langevin, ldp, metrics, muon, ot, potentials, privacy, shk, swf
+from . import aeot, data, hopfield, langevin, ldp, metrics, muon, nn, ot, potentials, privacy, shk, swf
 from ._checkpoint import CheckpointError, ResumeMismatchError
-from .flow import AbstractFlow, FlowError, Trace, as_sampling_algorithm, run, stack, sweep
+from .flow import (
+    AbstractFlow,
+    BlackJAXFlow,
+    FitResult,
+    FlowError,
+    FlowWarning,
+    Trace,
+    as_sampling_algorithm,
+    fit,
+    iterate,
+    run,
+    stack,
+    sweep,
+)
 from .particles import Particles, resample
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AbstractFlow",
+    "BlackJAXFlow",
     "CheckpointError",
+    "FitResult",
     "FlowError",
+    "FlowWarning",
     "Particles",
     "ResumeMismatchError",
     "Trace",
@@ -23,11 +39,14 @@ __all__ = [
     "aeot",
     "as_sampling_algorithm",
     "data",
+    "fit",
     "hopfield",
+    "iterate",
     "langevin",
     "ldp",
     "metrics",
     "muon",
+    "nn",
     "ot",
     "potentials",
     "privacy",

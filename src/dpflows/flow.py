@@ -41,6 +41,7 @@ from .particles import Particles
 
 __all__ = [
     "AbstractFlow",
+    "BlackJAXFlow",
     "FitResult",
     "FlowError",
     "FlowWarning",
@@ -1239,3 +1240,82 @@ def as_sampling_algorithm(flow: AbstractFlow) -> SamplingAlgorithm:
         return flow.step(state, rng_key)
 
     return SamplingAlgorithm(init=init, step=step)
+
+
+class _LogDensity(eqx.Module):
+    """``x ↦ −V(x)``: BlackJAX's log-density from a dpflows potential (a stable object, not a lambda)."""
+
+    potential: Callable
+
+    def __call__(self, x):
+        return -self.potential(x)
+
+
+class BlackJAXFlow(AbstractFlow):
+    """A BlackJAX kernel as a dpflows flow: one independent chain per particle.
+
+    The other direction of :func:`as_sampling_algorithm`. ``algorithm`` is a BlackJAX top-level
+    constructor taking ``(logdensity_fn, **parameters)`` — ``blackjax.mala``, ``blackjax.hmc``,
+    ``blackjax.barker_proposal``, ... — and is called inside ``step`` with the flow's parameters,
+    which are array leaves: a :func:`sweep` over step sizes is one compiled program (with
+    ``blackjax.mala(logdensity, step_size)`` a new step size would be a new closure and a recompile).
+    Each particle's chain state (log-density, gradient, ...) rides in ``state.aux``, so a step
+    evaluates the target once per particle, as BlackJAX's own loop does. Weights pass through; the
+    time advances by ``step_size`` when the kernel has one (else by 1).
+
+    Args:
+        algorithm: the BlackJAX algorithm constructor (static: part of the compiled code).
+        potential: V with π ∝ exp(−V), mapping one position to a scalar.
+        **parameters: the kernel's numeric parameters (e.g. ``step_size=0.1``), stored as arrays.
+
+    Example:
+        >>> import blackjax, jax.numpy as jnp, jax.random as jr
+        >>> from dpflows.potentials import GaussianPotential
+        >>> flow = BlackJAXFlow(blackjax.mala, GaussianPotential(jnp.zeros(2), jnp.eye(2)), step_size=0.5)
+        >>> state, trace = run(flow, flow.init(jnp.zeros((64, 2))), jr.key(0), 50)
+        >>> trace["acceptance_rate"].shape
+        (50,)
+    """
+
+    algorithm: Callable = eqx.field(static=True)
+    potential: Callable
+    parameters: dict[str, Array]
+
+    def __init__(self, algorithm: Callable, potential: Callable, **parameters: Any):
+        if not callable(algorithm):
+            raise TypeError(f"algorithm must be a BlackJAX algorithm constructor, got {type(algorithm).__name__}")
+        if not callable(potential):
+            raise TypeError(f"potential must be callable, got {type(potential).__name__}")
+        self.algorithm = algorithm
+        self.potential = potential
+        self.parameters = {name: jnp.asarray(value) for name, value in parameters.items()}
+        for name, value in self.parameters.items():
+            if name in ("step_size", "inverse_mass_matrix"):
+                _validate.positive(name, value)
+
+    def _kernel(self):
+        return self.algorithm(_LogDensity(self.potential), **self.parameters)
+
+    def init(self, x: Any, logw: Any = None) -> Particles:
+        """Particles at ``x`` with one BlackJAX chain state per particle in ``aux``."""
+        state = Particles.create(x, logw)
+        chains = jax.vmap(self._kernel().init)(state.x)
+        return Particles(x=state.x, logw=state.logw, v=state.v, t=state.t, aux=chains)
+
+    def step(self, state: Particles, key: PRNGKeyArray) -> tuple[Particles, Info]:
+        """One transition of every particle's chain (keys split per particle)."""
+        if state.aux is None:
+            raise ValueError("state.aux holds no chain states: build the state with this flow's init")
+        chains = state.aux
+        new, info = jax.vmap(self._kernel().step)(jr.split(key, state.num_particles), chains)
+        dt = self.parameters.get("step_size", jnp.ones(()))
+        out = {}
+        for name in ("acceptance_rate", "is_divergent"):
+            if hasattr(info, name):
+                out[name] = jnp.mean(jnp.asarray(getattr(info, name), state.x.dtype))
+        if hasattr(new, "logdensity"):
+            out["energy"] = -jnp.sum(state.weights * new.logdensity.astype(state.x.dtype))
+        moved = Particles(
+            x=new.position, logw=state.logw, v=state.v, t=state.t + jnp.asarray(dt, state.t.dtype), aux=new
+        )
+        return moved, out
