@@ -302,7 +302,8 @@ _CAUSES = {
     ),
     "healthy": (
         "the flow reported itself degenerate at the last step (info['healthy'] is false, e.g. collapsed weights)",
-        "see the flow's documentation of info['healthy']; for weight collapse use a larger bandwidth or reaction step",
+        "call flow.diagnose(trace) where the flow has one (SHKSampler does) and see its documentation of "
+        "info['healthy']; for weight collapse use a larger (or Silverman) bandwidth or a smaller reaction step",
     ),
 }
 
@@ -736,18 +737,20 @@ class FitResult(NamedTuple):
 
 
 class _FitStep(eqx.Module):
-    """One optax step on ``loss(model, key)``; the carry is ``(params, opt_state)``."""
+    """One optax step on ``loss(model, key)``; the carry is ``(params, opt_state, step index)``."""
 
     loss: Any
     optimizer: Any
     static: Any
     has_aux: bool = eqx.field(static=True)
+    with_step: bool = eqx.field(static=True)
 
     def __call__(self, carry, key):
-        params, opt_state = carry
+        params, opt_state, index = carry
 
         def value(p):
-            out = self.loss(eqx.combine(p, self.static), key)
+            extra = (index,) if self.with_step else ()
+            out = self.loss(eqx.combine(p, self.static), key, *extra)
             return out if self.has_aux else (out, {})
 
         (loss, aux), grads = jax.value_and_grad(value, has_aux=True)(params)
@@ -755,7 +758,7 @@ class _FitStep(eqx.Module):
         with jax.numpy_dtype_promotion("standard"):
             updates, opt_state = self.optimizer.update(grads, opt_state, params)
             params = optax.apply_updates(params, updates)
-        return (params, opt_state), {"loss": loss, **aux}
+        return (params, opt_state, index + 1), {"loss": loss, **aux}
 
 
 class _FitView(eqx.Module):
@@ -776,6 +779,7 @@ def fit(
     num_steps: int,
     *,
     has_aux: bool = False,
+    with_step: bool = False,
     opt_state: Any = None,
     terminate: Callable[[Any, Info], Array] | None = None,
     record_every: int = 0,
@@ -805,6 +809,8 @@ def fit(
         key: a PRNG key.
         num_steps: optimisation steps (≥ 0).
         has_aux: ``loss`` returns ``(value, aux)``; the aux arrays land in ``trace.info``.
+        with_step: call ``loss(model, key, step)`` with the global step index (an int32 scalar),
+            e.g. to cycle through a fixed list of releases.
         opt_state: optimizer state to continue from (default ``optimizer.init``).
         terminate: optional ``(model, info) -> bool[]``: stop after the first step where it is true.
         record_every: keep the model (or ``record(model)``) every this many steps.
@@ -836,12 +842,12 @@ def fit(
     if opt_state is None:
         with jax.numpy_dtype_promotion("standard"):
             opt_state = optimizer.init(params)
-    step = _FitStep(loss, optimizer, static, bool(has_aux))
+    step = _FitStep(loss, optimizer, static, bool(has_aux), bool(with_step))
     stop = None if terminate is None else _FitView(terminate, static)
     view = None if record is None and not record_every else _FitView(record or _identity, static)
-    (params, opt_state), info, rec = iterate(
+    (params, opt_state, _), info, rec = iterate(
         step,
-        (params, opt_state),
+        (params, opt_state, jnp.zeros((), jnp.int32)),
         key,
         num_steps,
         terminate=stop,
@@ -1120,6 +1126,9 @@ def sweep(
         axes = (
             in_axes if in_axes is not None else jax.tree_util.tree_map(lambda a: 0 if eqx.is_array(a) else None, flow)
         )
+    elif len(flows) == 1 and in_axes is None:  # a batch of one: every array leaf gets a member axis
+        flow = jax.tree_util.tree_map(lambda a: a[None] if eqx.is_array(a) else a, flows[0])
+        axes = jax.tree_util.tree_map(lambda a: 0 if eqx.is_array(a) else None, flow)
     else:
         flow, axes = stack(flows)
         if in_axes is not None:

@@ -280,3 +280,25 @@ def test_stack_names_the_field_whose_structure_differs():
         dpflows.stack([Maybe(None, 0.1), Maybe(jnp.asarray(0.2), 0.1)])
     with pytest.raises(ValueError, match="type"):
         dpflows.stack([ULA(gaussian_target(), step_size=0.1), Maybe(None, 0.1)])
+
+
+def test_fit_with_step_hands_the_loss_the_global_step_index(key):
+    class Cycle(eqx.Module):
+        targets: jax.Array
+
+        def __call__(self, w, key, step):
+            t = self.targets[step % self.targets.shape[0]]
+            return jnp.sum((w - t) ** 2), {"step": step}
+
+    res = dpflows.fit(
+        Cycle(jnp.eye(3)), jnp.zeros(3), optax.sgd(0.1), key, 7, has_aux=True, with_step=True, chunk_size=3
+    )
+    np.testing.assert_array_equal(res.trace["step"], np.arange(7))
+
+
+def test_a_sweep_of_one_member_equals_a_run(state, key):
+    flow = Contraction(rate=0.5, tol=1e-2)
+    finals, trace = dpflows.sweep([flow], state, key, 20)
+    alone, _ = dpflows.run(flow, state, key, 20)
+    assert finals.x.shape == (1, *state.x.shape)
+    np.testing.assert_allclose(finals.x[0], alone.x)
