@@ -199,12 +199,12 @@ def _until_steps(step, terminate, carry: _Stopping, key, start, length: int, rec
 
     init = (jnp.zeros((), jnp.int32), carry, buf, jnp.zeros((length,), bool), rec)
     j, carry, buf, active, rec = jax.lax.while_loop(cond, body, init)
-    idle = jnp.arange(length) >= j
+    idle = jnp.arange(length, dtype=jnp.int32) >= j
     buf = jax.tree_util.tree_map(lambda b, v: jnp.where(idle.reshape((length,) + (1,) * v.ndim), v, b), buf, carry.last)
     info = {**buf, "active": active}
     if num_rec:
         final = rec_fn(carry.state)
-        stale = (jnp.arange(num_rec) + 1) * record_every > j
+        stale = (jnp.arange(num_rec, dtype=jnp.int32) + 1) * record_every > j
         rec = jax.tree_util.tree_map(
             lambda r, v: jnp.where(stale.reshape((num_rec,) + (1,) * v.ndim), v, r), rec, final
         )

@@ -302,3 +302,11 @@ def test_a_sweep_of_one_member_equals_a_run(state, key):
     alone, _ = dpflows.run(flow, state, key, 20)
     assert finals.x.shape == (1, *state.x.shape)
     np.testing.assert_allclose(finals.x[0], alone.x)
+
+
+def test_terminate_under_x64(x64, key):
+    flow = Contraction(rate=jnp.asarray(0.5, jnp.float64), tol=jnp.asarray(1e-2, jnp.float64))
+    s = Particles.uniform(jnp.array([[1.0, -0.5], [0.25, 0.0]], jnp.float64))
+    final, trace = dpflows.run(flow, s, key, 20, record_every=5)
+    assert final.x.dtype == jnp.float64
+    assert int(trace["active"].sum()) == _stop_step(0.5, 1e-2)
