@@ -14,6 +14,10 @@ would). Peers, written for this benchmark from METHODS.md (not from the official
   same arrays and returns only the distance, a lower bound on a POT-based step (reported for scale).
 
 All agree (NumPy vs dpflows checked to 1e-4 on the same noise). Medians of repeated runs.
+
+Section "grid: loop vs sweep": an ε grid of flows and of DPSWgen generators on releases drawn
+beforehand, as a Python loop of runs/fits vs one ``dpflows.sweep`` / one ``jax.vmap`` of the fit
+(one run each, compilation included; the config-size row takes minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -25,14 +29,17 @@ import sys
 import textwrap
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from _timing import median_time
 
+import dpflows
 import ot as pot
-from dpflows import swf
+from dpflows import data, swf
+from dpflows.nn import MLPGenerator
 
 TAU = 1.0
 
@@ -68,9 +75,7 @@ def _problem(n, d, k):
     key = jr.key(0)
     y = jr.normal(key, (n, d))
     y = 0.9 * y / jnp.linalg.norm(y, axis=1, keepdims=True)
-    flow = swf.DPSlicedWassersteinFlow(
-        y, epsilon=5.0, delta=1e-5, num_projections=k, step_size=TAU, num_steps=1, key=key
-    )
+    flow = swf.DPSlicedWassersteinFlow.from_data(y, epsilon=5.0, delta=1e-5, num_projections=k, step_size=TAU, key=key)
     state = flow.init(jr.normal(jr.fold_in(key, 1), (n, d)))
     return flow, state
 
@@ -106,6 +111,77 @@ def _torch_times(cases):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+# ------------------------------------------------------------------------ grid: loop vs sweep
+EPSILONS = (float("inf"), 10.0, 5.0, 1.0)
+
+
+def _once(fn) -> float:
+    """Wall time of one call (compilation included: what an experiment grid pays)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def _grid_case(m, n, k, num_steps, gen_steps):
+    """Releases at each ε of ``EPSILONS`` (drawn once, outside the timings) on 8 Gaussians."""
+    y, _ = data.eight_gaussians(jr.key(0), m)
+    x0 = jr.normal(jr.key(1), (n, 2))
+    flows = [
+        swf.DPSlicedWassersteinFlow(
+            swf.private_release(jr.fold_in(jr.key(2), i), y, num_projections=k, epsilon=e, delta=1e-5)[0],
+            step_size=1.0,
+        )
+        for i, e in enumerate(EPSILONS)
+    ]
+    gens = [  # one full-batch release per generator step (exact calibration: no PLD in the timing)
+        swf.private_release(
+            jr.fold_in(jr.key(3), i), y, num_projections=k, epsilon=e, delta=1e-5, num_releases=gen_steps
+        )[0]
+        for i, e in enumerate(EPSILONS)
+    ]
+    return flows, gens, x0
+
+
+def _grid_rows(label, m, n, k, num_steps, gen_steps) -> list[str]:
+    flows, releases, x0 = _grid_case(m, n, k, num_steps, gen_steps)
+    state, key = flows[0].init(x0), jr.key(4)
+    loop = _once(lambda: [dpflows.run(f, state, key, num_steps)[0].x for f in flows])
+    swept = _once(lambda: dpflows.sweep(flows, state, key, num_steps)[0].x)
+    gen = MLPGenerator(jr.key(5), latent_dim=2, data_dim=2, width=64, depth=2)
+
+    def train(release):
+        res = swf.train_sliced_generator(gen, release, key=key, num_steps=gen_steps, batch_size=256, learning_rate=3e-3)
+        return res.loss
+
+    gen_loop = _once(lambda: [train(r) for r in releases])
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *releases)
+    gen_vmap = _once(lambda: eqx.filter_vmap(train)(stacked))
+    return [
+        f"| {label}: flows ({len(flows)} ε, {num_steps} steps) | {loop:.2f} s | {swept:.2f} s | {loop / swept:.2f}× |",
+        f"| {label}: DPSWgen ({len(releases)} ε, {gen_steps} steps) | {gen_loop:.2f} s | {gen_vmap:.2f} s | "
+        f"{gen_loop / gen_vmap:.2f}× |",
+    ]
+
+
+def grid_loop_vs_sweep() -> str:
+    """The experiments' ε grids: a Python loop of runs/fits (before) vs one sweep / one vmapped fit (after)."""
+    rows = _grid_rows("swf_2d demo size", 1000, 200, 16, 20, 10)
+    rows += _grid_rows("swf_2d config size", 20000, 2000, 64, 300, 100)
+    return "\n".join(
+        [
+            "### DP sliced-Wasserstein flow: grid: loop vs sweep",
+            "",
+            "One ε grid (∞, 10, 5, 1) on releases drawn beforehand: a Python loop of `dpflows.run` / "
+            "`train_sliced_generator` per ε (as swf_generative did) vs one `dpflows.sweep` / one `jax.vmap` of "
+            "the `dpflows.fit`-based trainer (as it does now). One run each, compilation included.",
+            "",
+            "| grid | loop | sweep / vmap | ratio |",
+            "|---|---|---|---|",
+            *rows,
+        ]
+    )
+
+
 def main() -> str:
     cases = [(10_000, d, k) for d in (8, 64) for k in (70, 1000)]
     torch_times = _torch_times(cases)
@@ -116,13 +192,14 @@ def main() -> str:
         key = jr.key(3)
         t_ours = median_time(lambda: step(state, key)[0].x, repeats=5)  # noqa: B023
         x = np.asarray(state.x, np.float32)
-        theta = np.asarray(flow.directions[0])
-        table = np.asarray(flow.tables[0])
-        noise = float(flow.noise_std[0]) * np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+        theta = np.asarray(flow.release.directions[0])
+        table = np.asarray(flow.release.tables[0])
+        noise = float(flow.release.noise_std[0]) * np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
         t_np = median_time(lambda: _numpy_step(x, theta, table, noise), repeats=5)  # noqa: B023
         # Same arithmetic: dpflows' drift on the NumPy noise equals the NumPy step.
         w = jnp.full((n,), 1.0 / n)
-        drift, _ = swf.sliced_drift(state.x, w, flow.directions[0], flow.tables[0], flow.counts[0], jnp.asarray(noise))
+        rel = flow.release
+        drift, _ = swf.sliced_drift(state.x, w, rel.directions[0], rel.tables[0], rel.counts[0], jnp.asarray(noise))
         gap = float(np.max(np.abs(np.asarray(state.x - TAU * drift) - _numpy_step(x, theta, table, noise))))
         t_pot = median_time(
             lambda: pot.sliced_wasserstein_distance(x, x[::-1], n_projections=k, projections=theta.T),  # noqa: B023
@@ -157,6 +234,8 @@ def main() -> str:
             "| n | k | step |",
             "|---|---|---|",
             *growth,
+            "",
+            grid_loop_vs_sweep(),
         ]
     )
 

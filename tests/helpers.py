@@ -94,12 +94,35 @@ def _shk_fixed_bandwidth(dtype=jnp.float32, step_size=0.05, reaction=1.0):
     )
 
 
-def _ldp_denoiser(dtype=jnp.float32, step_size=0.5, loss="entropic"):
+def _shk_em_loss(theta, centre):
+    """L(θ; D) = Σ|θ − c|, the exponential-mechanism loss of the ε-sweep registry entry."""
+    return jnp.sum(jnp.abs(theta - centre))
+
+
+def _shk_exponential_mechanism(dtype=jnp.float32, epsilon=1.0):
+    from dpflows.shk import SHKSampler, exponential_mechanism
+
+    potential = exponential_mechanism(
+        _shk_em_loss,
+        jnp.asarray([0.5, -0.5], dtype),
+        sensitivity=jnp.asarray(2.0, dtype),
+        epsilon=jnp.asarray(epsilon, dtype),
+    )
+    return SHKSampler(potential, step_size=jnp.asarray(0.05, dtype), bandwidth=jnp.asarray(0.5, dtype))
+
+
+def _ldp_denoiser(dtype=jnp.float32, step_size=0.5, loss="entropic", sigma=0.5, epsilon=None, threshold=1e-3):
+    """The LDP particle denoiser; ``sigma`` (the privacy noise), ``epsilon`` and ``step_size`` are leaves."""
     from dpflows.ldp import GaussianNoise, ParticleDenoiser
 
     y = (jr.normal(jr.key(11), (24, 2), dtype=jnp.float32) * 1.2 + 0.3).astype(dtype)  # same data in f32/f64
     return ParticleDenoiser(
-        y, noise=GaussianNoise(jnp.asarray(0.5, dtype)), step_size=jnp.asarray(step_size, dtype), loss=loss
+        y,
+        noise=GaussianNoise(jnp.asarray(sigma, dtype)),
+        step_size=jnp.asarray(step_size, dtype),
+        loss=loss,
+        epsilon=None if epsilon is None else jnp.asarray(epsilon, dtype),
+        threshold=threshold,
     )
 
 
@@ -166,12 +189,12 @@ def swf_data(dtype=jnp.float32, m=40):
     return y.astype(dtype)  # same points in f32/f64
 
 
-def _swf(dtype=jnp.float32, step_size=0.5, resample=False):
+def _swf(dtype=jnp.float32, step_size=0.5, resample=False, epsilon=5.0):
     from dpflows.swf import DPSlicedWassersteinFlow
 
-    return DPSlicedWassersteinFlow(
+    return DPSlicedWassersteinFlow.from_data(
         swf_data(dtype),
-        epsilon=5.0,
+        epsilon=epsilon,
         delta=1e-5,
         num_projections=8,
         step_size=jnp.asarray(step_size, dtype),
@@ -190,12 +213,14 @@ FLOWS = [
     FlowCase("shk_weighted", _shk, {"step_size": 0.1}),
     FlowCase("shk_jump", _shk_jump, {"step_size": 0.1}),
     FlowCase("shk_fixed_bandwidth", _shk_fixed_bandwidth, {"reaction": 2.0}),
-    FlowCase("ldp_denoiser", _ldp_denoiser, {"step_size": 0.8}, owns_aux=True),
+    FlowCase("shk_exponential_mechanism", _shk_exponential_mechanism, {"epsilon": 4.0}),  # the privacy knob
+    FlowCase("ldp_denoiser", _ldp_denoiser, {"sigma": 0.8, "threshold": 1e-4}, owns_aux=True),  # privacy knob
     FlowCase("muon_meanfield", _muon, {"step_size": 0.1}, event_shape=(3, 2), owns_aux=True),
     FlowCase("muon_blocks", _muon_blocks, {"damping": 2.0}, event_shape=(6,), owns_aux=True),
     FlowCase("hopfield_sinkhorn", _hopfield, {"beta": 8.0}, owns_aux=True),
     FlowCase("hopfield_euclidean", _hopfield_euclidean, {"beta": 1.0}, fixed_size=True),
     FlowCase("swf_fixed", _swf, {"step_size": 0.8}, owns_aux=True),
+    FlowCase("swf_epsilon", _swf, {"epsilon": 10.0}, owns_aux=True),  # the privacy knob: a new release, no recompile
 ]
 
 

@@ -80,9 +80,16 @@ def test_vmap_over_keys_matches_loop(case, key):
 
 @cases
 def test_stacked_sweep_matches_separate_runs(case, key):
+    # ``case.hyper`` is the flow's privacy or accuracy knob: a sweep over it is one compiled program,
+    # and a second grid of values reuses it.
+    from dpflows.flow import _sweep_chunk
+
     flows = [case.make(), case.make(**case.hyper)]
     state = flows[0].init(case.positions(key))
     swept, trace = dpflows.sweep(flows, state, key, NUM_STEPS)
+    compiled = _sweep_chunk._cached._cache_size()
+    dpflows.sweep(flows[::-1], state, jr.fold_in(key, 3), NUM_STEPS)
+    assert _sweep_chunk._cached._cache_size() == compiled
     assert bool(jnp.all(trace.ok))
     for i, flow in enumerate(flows):
         single, single_trace = dpflows.run(flow, state, key, NUM_STEPS)

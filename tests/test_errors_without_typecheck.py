@@ -34,6 +34,10 @@ SCRIPT = textwrap.dedent(
          "epsilon must be finite and > 0"),
         (lambda: shk.dp_certificate(sensitivity=1.0, inverse_temperature=1.0, time=1.0, transport=1.0),
          "transport_bound is required"),
+        (lambda: shk.inverse_temperature(1.0, 0.0), "sensitivity must be finite and > 0"),
+        (lambda: shk.SHKSampler(GaussianPotential(jnp.zeros(3), jnp.eye(3)), step_size=0.1).step(
+            shk.SHKSampler(V, step_size=0.1).init(jnp.zeros((4, 2))), jr.key(0)),
+         "the particles x have shape (4, 2)"),
     ]
     for fn, expected in cases:
         try:
@@ -50,4 +54,4 @@ SCRIPT = textwrap.dedent(
 def test_error_messages_name_the_argument():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip() == "ok 13"
+    assert out.stdout.strip() == "ok 15"

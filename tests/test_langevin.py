@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import dpflows
-from dpflows.langevin import ULA, ornstein_uhlenbeck_law, ula_gaussian_law
+from dpflows.langevin import ULA, check_potential, ornstein_uhlenbeck_law, ula_gaussian_law, ula_move
 from dpflows.potentials import GaussianPotential
 from helpers import gaussian_target, quadratic_bowl
 
@@ -182,3 +182,34 @@ def test_gaussian_potential_validation():
     np.testing.assert_allclose(g.precision, 0.25 * np.eye(2), rtol=1e-6)
     x = jnp.array([0.3, -1.2])
     np.testing.assert_allclose(g.grad(x), jax.grad(g)(x), rtol=1e-6)
+
+
+# ----------------------------------------------------------------------- the shared move, shapes
+def test_ula_step_is_ula_move(key):
+    flow = ULA(gaussian_target(), step_size=0.05)
+    state = flow.init(jr.normal(key, (16, 2)))
+    new, _ = flow.step(state, key)
+    _, grad = jax.vmap(gaussian_target().value_and_grad)(state.x)
+    np.testing.assert_array_equal(new.x, ula_move(state.x, grad, 0.05, key))
+
+
+def test_ula_move_temperature_scales_the_noise(key):
+    x = jnp.zeros((20000, 1))
+    for temperature in (0.0, 0.25, 4.0):
+        out = ula_move(x, x, 0.5, key, temperature=temperature)
+        # Var = 2hT = T; 5 standard errors of a variance estimate: 5·√(2/n)·T.
+        assert abs(float(jnp.var(out)) - temperature) <= 5 * np.sqrt(2 / x.shape[0]) * temperature + 1e-12
+    with pytest.raises(ValueError, match="grad must have the shape of x"):
+        ula_move(x, x[:, :0], 0.5, key)
+
+
+def test_dimension_mismatch_is_an_error_naming_the_shapes(key):
+    flow = ULA(GaussianPotential(jnp.zeros(3), jnp.eye(3)), step_size=0.1)
+    state = flow.init(jnp.zeros((8, 2)))
+    with pytest.raises(ValueError, match=r"the particles x have shape \(8, 2\).*\(2,\)"):
+        dpflows.run(flow, state, key, 2)
+    bad_grad = ULA(quadratic_bowl, step_size=0.1, grad_potential=lambda p: jnp.zeros(3))
+    with pytest.raises(ValueError, match=r"grad_potential must return shape \(2,\)"):
+        bad_grad.step(bad_grad.init(jnp.zeros((8, 2))), key)
+    with pytest.raises(ValueError, match="must return shape"):
+        check_potential(lambda p: p, jnp.zeros((8, 2)))  # not a scalar

@@ -104,3 +104,54 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in ci
     assert "make test" in readme
     assert "make demo" in readme
+
+
+def _lock_blocks() -> dict[str, tuple[str, list[str]]]:
+    """requirements.lock as {name: (version, [sha256 hashes])}."""
+    blocks: dict[str, tuple[str, list[str]]] = {}
+    name = None
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)", line)
+        if m:
+            name = m.group(1).lower()
+            blocks[name] = (m.group(2), [])
+        elif name and "--hash=sha256:" in line:
+            blocks[name][1].append(line.split("--hash=sha256:")[1].split()[0])
+    return blocks
+
+
+def test_build_backend_and_its_dependencies_are_pinned_and_hashed():
+    # SEC-3: `pip install -e .` used to fetch hatchling unpinned and unhashed (build isolation).
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    backends = [re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0].lower() for req in build["requires"]]
+    assert backends == ["hatchling"]
+    blocks = _lock_blocks()
+    # hatchling's own requirements (python >= 3.11: no tomli), editables (hatchling's editable
+    # builds of a src layout ask for it), and pytest-xdist's.
+    for name in [
+        "hatchling",
+        "packaging",
+        "pathspec",
+        "pluggy",
+        "trove-classifiers",
+        "editables",
+        "pytest-xdist",
+        "execnet",
+    ]:
+        assert name in blocks, f"{name} is not in requirements.lock"
+        version, hashes = blocks[name]
+        assert re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", version), (name, version)
+        assert hashes, name
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), name
+    assert all(hashes for _, hashes in blocks.values()), "every locked package needs a hash"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--require-hashes -r requirements.lock" in makefile
+    install = [line for line in makefile.splitlines() if "pip install" in line and " -e ." in line]
+    assert install
+    assert all("--no-build-isolation" in line and "--no-deps" in line for line in install), install
+    assert not re.search(r"pip install[^\n]*--upgrade pip", makefile), "an unhashed pip upgrade"
+
+
+def test_pytest_xdist_is_in_the_test_extra():
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
+    assert any(dep.startswith("pytest-xdist>=") for dep in test_extra)

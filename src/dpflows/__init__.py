@@ -5,8 +5,8 @@ Public surface: the state (:class:`Particles`, :func:`resample`), the flow inter
 the method modules as namespaces (``dpflows.langevin``, ``dpflows.potentials``, ...).
 """
 
-from . import aeot, data, hopfield, langevin, ldp, metrics, muon, nn, ot, potentials, privacy, shk, swf
-from ._checkpoint import CheckpointError, ResumeMismatchError
+from . import aeot, data, hopfield, kde, langevin, ldp, metrics, muon, nn, ot, potentials, privacy, shk, swf
+from ._checkpoint import CheckpointError, FolderLockedError, ResumeMismatchError
 from .flow import (
     AbstractFlow,
     BlackJAXFlow,
@@ -32,6 +32,7 @@ __all__ = [
     "FitResult",
     "FlowError",
     "FlowWarning",
+    "FolderLockedError",
     "Particles",
     "ResumeMismatchError",
     "Trace",
@@ -42,6 +43,7 @@ __all__ = [
     "fit",
     "hopfield",
     "iterate",
+    "kde",
     "langevin",
     "ldp",
     "metrics",

@@ -47,7 +47,7 @@ def in_open_interval(name: str, value: Any, low: float, high: float) -> None:
     """Raise ``ValueError`` unless ``low < value < high`` elementwise (tracers are skipped)."""
     if value is None or not is_concrete(value):
         return
-    arr = np.asarray(value)
+    arr = _numeric(name, value)
     if np.any(~np.isfinite(arr) | (arr <= low) | (arr >= high)):
         raise ValueError(f"{name} must lie in ({low}, {high}), got {_show(value)}")
 
@@ -56,7 +56,7 @@ def in_closed_interval(name: str, value: Any, low: float, high: float) -> None:
     """Raise ``ValueError`` unless ``low ≤ value ≤ high`` elementwise (tracers are skipped)."""
     if value is None or not is_concrete(value):
         return
-    arr = np.asarray(value)
+    arr = _numeric(name, value)
     if np.any(~np.isfinite(arr) | (arr < low) | (arr > high)):
         raise ValueError(f"{name} must lie in [{low}, {high}], got {_show(value)}")
 
@@ -113,3 +113,125 @@ def finite(name: str, value: jax.Array) -> jax.Array:
             raise ValueError(f"{name} must be finite, got {int(np.sum(~np.isfinite(arr)))} NaN/inf entries")
         return value
     return eqx.error_if(value, ~jnp.all(jnp.isfinite(value)), f"{name} must be finite (NaN/inf found)")
+
+
+def in_half_open_interval(name: str, value: Any, low: float, high: float) -> None:
+    """Raise ``ValueError`` unless ``low ≤ value < high`` elementwise (tracers are skipped)."""
+    if value is None or not is_concrete(value):
+        return
+    arr = _numeric(name, value)
+    if np.any(~np.isfinite(arr) | (arr < low) | (arr >= high)):
+        raise ValueError(f"{name} must lie in [{low}, {high}), got {_show(value)}")
+
+
+def integer_valued(name: str, value: Any, *, minimum: int = 0) -> None:
+    """Raise ``ValueError`` unless every entry is a finite whole number ≥ ``minimum`` (tracers skipped).
+
+    Accepts int and float arrays (``2250.0`` is a valid step count); bools are refused.
+    """
+    if value is None or not is_concrete(value):
+        return
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a whole number, got {value!r}")
+    arr = _numeric(name, value)
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must be a whole number, got dtype bool")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(arr) | (arr < minimum) | (arr != np.round(arr))
+    if np.any(bad):
+        raise ValueError(f"{name} must be a whole number >= {minimum}, got {_show(value)}")
+
+
+def not_nan(name: str, value: Any) -> None:
+    """Raise ``ValueError`` if a concrete ``value`` holds NaN (±inf allowed; tracers are skipped)."""
+    if value is None or not is_concrete(value):
+        return
+    arr = _numeric(name, value)
+    if np.any(np.isnan(arr)):
+        raise ValueError(f"{name} must not contain NaN, got {int(np.sum(np.isnan(arr)))} NaN entries")
+
+
+def _numeric(name: str, value: Any) -> np.ndarray:
+    """``value`` as a real NumPy array, or ``TypeError`` naming ``name``."""
+    try:
+        arr = np.asarray(value)
+    except Exception as err:  # noqa: BLE001 - re-raised with the argument's name
+        raise TypeError(f"{name} must be a number or an array of numbers, got {type(value).__name__}") from err
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must be a number or an array of numbers, got {value!r}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    return arr
+
+
+def prng_key(name: str, key: Any) -> Any:
+    """Return ``key`` if it is a JAX PRNG key (typed, or raw ``uint32`` data), else ``TypeError``.
+
+    An ``int`` seed is refused with the fix: build the key with ``jax.random.key(seed)``.
+    """
+    if isinstance(key, jax.Array) or isinstance(key, jax.core.Tracer):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return key
+        if key.dtype == jnp.uint32 and key.ndim >= 1 and key.shape[-1] == 2:
+            return key
+    raise TypeError(
+        f"{name} must be a JAX PRNG key (jax.random.key(seed)), got {type(key).__name__}"
+        + (f" of dtype {key.dtype} and shape {key.shape}" if hasattr(key, "dtype") and hasattr(key, "shape") else "")
+    )
+
+
+def scalar(name: str, value: Any) -> float:
+    """Return a concrete real scalar as a Python ``float``, or raise naming ``name``.
+
+    Bools, strings, arrays with more than one entry and tracers are refused (host-side code that
+    calls ``float`` on them would fail without naming the argument).
+    """
+    if isinstance(value, bool) or isinstance(value, np.bool_):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not is_concrete(value):
+        raise TypeError(f"{name} must be a concrete number here (host-side computation), got a traced value")
+    arr = _numeric(name, value)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    return float(arr)
+
+
+def show(value: Any) -> str:
+    """``value`` as it appears in messages: small arrays in full, large ones by shape and range."""
+    return _show(value)
+
+
+def real_numpy(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 NumPy array without a round trip through JAX's default dtype.
+
+    ``TypeError`` naming ``name`` for non-numeric, complex or bool input (host-side metrics keep
+    float64 even when JAX runs in float32, so 1e200 stays 1e200 instead of overflowing to inf).
+    """
+    arr = _numeric(name, value)
+    if arr.dtype == np.bool_:
+        raise TypeError(f"{name} must be a numeric array, got dtype bool")
+    return arr.astype(np.float64)
+
+
+def required(name: str, value: Any) -> Any:
+    """Refuse ``None`` for a required argument (the range checks above skip ``None`` as "not given")."""
+    if value is None:
+        raise TypeError(f"{name} must be a number, got None")
+    return value
+
+
+def representable(name: str, value: Any, dtype: Any) -> None:
+    """Raise ``ValueError`` if a concrete ``value`` overflows ``dtype`` (e.g. 1e300 in float32).
+
+    Without this check the cast turns it into ±inf (with only a NumPy ``RuntimeWarning``).
+    """
+    if value is None or not is_concrete(value) or not jnp.issubdtype(dtype, jnp.floating):
+        return
+    arr = _numeric(name, value)
+    largest = float(jnp.finfo(dtype).max)
+    with np.errstate(invalid="ignore"):
+        too_big = np.isfinite(arr) & (np.abs(arr.astype(np.float64)) > largest)
+    if np.any(too_big):
+        raise ValueError(
+            f"{name} must be <= {largest:.4g} in magnitude (the largest {jnp.dtype(dtype)}), got {show(value)}"
+        )

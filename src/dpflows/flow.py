@@ -399,6 +399,7 @@ def _drive(
             arrays, meta = loaded
             _checkpoint.check_meta(meta, fingerprint, ckpt_dir)
             state, done, info0, rec0 = _unpack(arrays, meta, state, rec_template)
+            _check_restored_particles(state, ckpt_dir)
             infos.append(info0)
             recs.append(rec0)
     bar = None
@@ -427,6 +428,26 @@ def _drive(
         if bar is not None:
             bar.close()
     return state, _concat(infos, plan.step_axis), _concat(recs, plan.step_axis)
+
+
+def _check_restored_particles(carry, folder) -> None:
+    """Refuse a checkpoint whose particle positions or momenta are not finite (the run had diverged)."""
+    leaves = jax.tree_util.tree_flatten_with_path(carry, is_leaf=lambda a: isinstance(a, Particles))[0]
+    index = 0
+    for _, leaf in leaves:
+        if isinstance(leaf, Particles):
+            for name in ("x", "v"):
+                arr = np.asarray(getattr(leaf, name))
+                bad = int(np.sum(~np.isfinite(arr)))
+                if bad:
+                    raise _checkpoint.CheckpointError(
+                        f"checkpoint in {folder} holds {bad} NaN/inf entries in the particles' {name} "
+                        f"(leaf 'state/{index + (0 if name == 'x' else 2)}'): the run that wrote it had diverged. "
+                        "Delete the file (an older checkpoint is then used) or start a fresh run."
+                    )
+            index += len(jax.tree_util.tree_leaves(leaf))
+        else:
+            index += 1
 
 
 def _flat(prefix: str, tree) -> dict[str, np.ndarray]:

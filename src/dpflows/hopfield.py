@@ -17,10 +17,13 @@ the self term is kept (``self_term=False`` replaces T_self by the identity, the 
 x ← Σ_k p_k T_k(x)), step sizes are τ = ``step_size`` and η = ``weight_step``, and retrieval stops
 when |E_t − E_{t−1}| < ``tol``. The retrieved index is argmin_k S_ε(μ_T, ξ_k).
 
-All K divergences are solved in one batched call (``jax.vmap`` over the memories of dpflows' own
-lockstep Sinkhorn, :mod:`dpflows.ot`: every lane stops on its own error and converged lanes are
-frozen), warm-started from the previous step's potentials kept in ``Particles.aux``. Ragged memories
-are padded with zero-weight points, which act exactly like absent points.
+All K divergences are solved in one batched call, :func:`dpflows.ot.sinkhorn_divergences` (dpflows'
+own lockstep Sinkhorn vmapped over the memories: every lane stops on its own error and converged
+lanes are frozen; OT_ε(μ, μ) solved once for the K divergences), warm-started from the previous
+step's potentials kept in ``Particles.aux``. The weight step is :func:`dpflows.particles.reweight`.
+Retrieval is :func:`dpflows.run` with the flow's :meth:`SinkhornHopfield.terminate` (the energy
+tolerance), so a ``sweep`` over β, ε, step sizes or tolerances freezes each member on its own. Ragged
+memories are padded with zero-weight points, which act exactly like absent points.
 
 :class:`EuclideanHopfield` is the baseline (Ramsauer et al. 2020) on the clouds flattened in their
 stored order: it needs equal sizes and sees neither weights nor permutations.
@@ -28,19 +31,21 @@ stored order: it needs equal sizes and sees neither weights nor permutations.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 from jax.scipy.special import logsumexp
 
 from . import _validate, ot
-from ._typing import Array, Float, Info, Int, PRNGKeyArray
-from .flow import AbstractFlow, Trace
-from .particles import Particles
+from ._typing import Array, Bool, Float, Info, Int, PRNGKeyArray
+from .flow import AbstractFlow, Trace, run
+from .particles import Particles, reweight
 
 __all__ = ["EuclideanHopfield", "RetrievalReport", "SinkhornHopfield", "pad_patterns"]
 
@@ -90,50 +95,27 @@ def pad_patterns(patterns: Any, pattern_weights: Any = None, *, dtype: Any = Non
     pts, wts = [], []
     for k, (c, w) in enumerate(zip(clouds, weights, strict=True)):
         c = _validate.finite(f"patterns[{k}]", c.astype(dtype))
-        w = ot._weights(f"pattern_weights[{k}]", w, c.shape[0], dtype)
+        w = ot.check_weights(w, c.shape[0], name=f"pattern_weights[{k}]", dtype=dtype)
         centre = w @ c
         pts.append(jnp.concatenate([c, jnp.broadcast_to(centre, (m - c.shape[0], d))]))
         wts.append(jnp.concatenate([w, jnp.zeros((m - c.shape[0],), dtype)]))
     return jnp.stack(pts), jnp.stack(wts)
 
 
-# ----------------------------------------------------------------------------- batched solves
-class _Solve(NamedTuple):
-    """All K divergences S_ε(μ, ξ_k) for one query, with potentials and maps."""
+# ---------------------------------------------------------------------------------- the carry
+class _Carry(eqx.Module):
+    """What a retrieval step hands to the next (``Particles.aux``): warm starts and the energy record.
 
-    divergences: Array  # (K,) S_ε(μ, ξ_k), clamped at 0
-    raw: Array  # (K,) unclamped (for gradients)
-    f: Array  # (K, n) μ-side potentials of OT_ε(μ, ξ_k)
-    g: Array  # (K, m) ξ-side potentials
-    s: Array  # (n,) potential of OT_ε(μ, μ)
-    g_yy: Array  # (K, m) potentials of OT_ε(ξ_k, ξ_k)
-    maps: Array  # (K, n, d) T_{μ→ξ_k}(x_i)
-    self_map: Array  # (n, d) T_{μ→μ}(x_i)
-    converged: Array  # () all solves converged
-    num_iters: Array  # () the largest iteration count
+    ``f``, ``g``, ``s``, ``g_yy``: the last step's potentials (:attr:`ot.BatchedDivergenceResult.potentials`).
+    ``energy``: E at the state the last step started from; ``previous``: the step before (∞ at the start).
+    """
 
-
-@eqx.filter_jit
-def _solve_all(x, a, ys, bs, eps, init, max_iterations, threshold, check_every) -> _Solve:
-    """Batched lockstep Sinkhorn for OT_ε(μ, ξ_k) (K lanes), OT_ε(μ, μ) and OT_ε(ξ_k, ξ_k)."""
-    f0, g0, s0, gyy0 = init
-
-    def cross(y, b, f, g):
-        return ot._ot_core(x, y, a, b, eps, f, g, _COST, max_iterations, threshold, check_every, None, "stabilized")
-
-    def own(y, b, g):
-        return ot._self_ot(y, b, eps, _COST, max_iterations, threshold, check_every, init=g)
-
-    xy = jax.vmap(cross)(ys, bs, f0, g0)
-    yy = jax.vmap(own)(ys, bs, gyy0)
-    xx = ot._self_ot(x, a, eps, _COST, max_iterations, threshold, check_every, init=s0)
-    raw = xy.cost - 0.5 * xx.cost - 0.5 * yy.cost
-    value = raw + jax.lax.stop_gradient(jnp.maximum(raw, 0.0) - raw)
-    maps = jax.vmap(ot.barycentric_map)(xy)
-    self_map = ot.barycentric_map(xx)
-    converged = jnp.all(xy.converged) & jnp.all(yy.converged) & xx.converged
-    iters = jnp.maximum(jnp.max(xy.num_iters), jnp.maximum(xx.num_iters, jnp.max(yy.num_iters)))
-    return _Solve(value, raw, xy.f, xy.g, xx.f, yy.f, maps, self_map, converged, iters)
+    f: Array  # (K, n)
+    g: Array  # (K, m)
+    s: Array  # (n,)
+    g_yy: Array  # (K, m)
+    energy: Array  # ()
+    previous: Array  # ()
 
 
 # -------------------------------------------------------------------------------- the memory
@@ -146,9 +128,15 @@ class SinkhornHopfield(AbstractFlow):
         x_i ← x_i + τ (Σ_k p_k T_k(x_i) − T_self(x_i)),   logw_i ← logw_i − η (ψ_i − ⟨a, ψ⟩), renormalised,
 
     so the points follow −∇ψ (the Wasserstein gradient of E, preconditioned by 1/a_i) and the
-    weights the Fisher–Rao mirror step of E on the simplex. A stored pattern with p_k ≈ 1 is a
-    fixed point (T_k = T_self and ψ = const when μ = ξ_k). ``info``: ``energy`` and ``divergences``
-    (K,) at the state the step starts from, ``converged`` (all Sinkhorn solves), ``num_iters``.
+    weights the Fisher–Rao mirror step of E on the simplex (:func:`dpflows.particles.reweight`). A
+    stored pattern with p_k ≈ 1 is a fixed point (T_k = T_self and ψ = const when μ = ξ_k).
+    ``info``: ``energy`` and ``divergences`` (K,) at the state the step starts from, ``converged``
+    (all Sinkhorn solves), ``num_iters``.
+
+    Stopping rule (:meth:`terminate`, honoured by :func:`dpflows.run` and :func:`dpflows.sweep`
+    per member): the step that finds |E_t − E_{t−1}| < ``retrieval_tol`` (or a non-finite E_t) does
+    not move, and the run stops there, so the retrieved cloud is μ_t. ``retrieval_tol = 0`` (the
+    default) never stops early.
 
     Args:
         patterns: (K, m, d) array, or a list of (m_k, d) clouds of different sizes (padded).
@@ -162,9 +150,11 @@ class SinkhornHopfield(AbstractFlow):
             ε ∈ [0.03, 0.5] while η = ε oscillates (tests/hopfield).
         self_term: keep T_self (default, the exact gradient of E); ``False`` uses the identity,
             the small-ε modern-Hopfield form (no longer an exact descent of E).
-        max_iterations: Sinkhorn iterations per solve.
-        threshold: Sinkhorn L1 marginal tolerance.
-        check_every: Sinkhorn iterations between convergence checks.
+        max_iterations: Sinkhorn iterations per solve (static: the loop's budget).
+        threshold: Sinkhorn L1 marginal tolerance (an array leaf: sweepable without a recompile).
+        check_every: Sinkhorn iterations between convergence checks (static).
+        retrieval_tol: the energy tolerance of the stopping rule (≥ 0; an array leaf).
+            :meth:`retrieve` sets it from its ``tol``.
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr
@@ -182,9 +172,10 @@ class SinkhornHopfield(AbstractFlow):
     beta: Float[Array, ...]
     step_size: Float[Array, ...]
     weight_step: Float[Array, ...]
+    threshold: Float[Array, ...]
+    retrieval_tol: Float[Array, ...]
     self_term: bool = eqx.field(static=True, default=True)
     max_iterations: int = eqx.field(static=True, default=1000)
-    threshold: float = eqx.field(static=True, default=1e-3)
     check_every: int = eqx.field(static=True, default=10)
 
     def __init__(
@@ -198,8 +189,9 @@ class SinkhornHopfield(AbstractFlow):
         weight_step: Any = None,
         self_term: bool = True,
         max_iterations: int = 1000,
-        threshold: float = 1e-3,
+        threshold: Any = 1e-3,
         check_every: int = 10,
+        retrieval_tol: Any = 0.0,
     ):
         """See the class docstring."""
         self.patterns, self.pattern_weights = pad_patterns(patterns, pattern_weights)
@@ -212,6 +204,8 @@ class SinkhornHopfield(AbstractFlow):
             ("beta", beta, False),
             ("step_size", step_size, False),
             ("weight_step", weight_step, True),
+            ("threshold", threshold, False),
+            ("retrieval_tol", retrieval_tol, True),
         ):
             _validate.positive(name, value, allow_zero=zero)
             setattr(self, name, jnp.asarray(value, dtype))
@@ -220,8 +214,6 @@ class SinkhornHopfield(AbstractFlow):
         self.self_term = self_term
         self.max_iterations = _validate.positive_int("max_iterations", max_iterations)
         self.check_every = _validate.positive_int("check_every", check_every)
-        _validate.positive("threshold", threshold)
-        self.threshold = float(threshold)
 
     # ------------------------------------------------------------------------------ shapes
     @property
@@ -234,9 +226,17 @@ class SinkhornHopfield(AbstractFlow):
         """d, the ambient dimension."""
         return self.patterns.shape[-1]
 
-    def _zero_aux(self, n: int, dtype) -> tuple[Array, Array, Array, Array]:
+    def _zero_aux(self, n: int, dtype) -> _Carry:
         k, m = self.patterns.shape[:2]
-        return (jnp.zeros((k, n), dtype), jnp.zeros((k, m), dtype), jnp.zeros((n,), dtype), jnp.zeros((k, m), dtype))
+        inf = jnp.asarray(jnp.inf, dtype)
+        return _Carry(
+            jnp.zeros((k, n), dtype),
+            jnp.zeros((k, m), dtype),
+            jnp.zeros((n,), dtype),
+            jnp.zeros((k, m), dtype),
+            inf,
+            inf,
+        )
 
     def init(self, x: Any, logw: Any = None) -> Particles:
         """A query cloud at ``x`` (n, d) with zero warm-start potentials in ``aux``."""
@@ -247,6 +247,9 @@ class SinkhornHopfield(AbstractFlow):
 
     def query(self, query: Any, weights: Any = None) -> Particles:
         """A query as :class:`Particles`: ``query`` is (n, d) points (+ optional ``weights``) or Particles.
+
+        A Particles keeps its warm-start potentials if they are this memory's (same K, m, n); its
+        energy record is reset, so a new retrieval never stops before its first move.
 
         Raises:
             ValueError: wrong shape, NaN/inf, empty cloud, weights that are negative or do not sum to 1.
@@ -262,6 +265,8 @@ class SinkhornHopfield(AbstractFlow):
             shapes = jax.tree_util.tree_map(lambda v: getattr(v, "shape", None), (aux, zeros))
             if jax.tree_util.tree_structure(aux) != jax.tree_util.tree_structure(zeros) or shapes[0] != shapes[1]:
                 aux = zeros
+            else:
+                aux = eqx.tree_at(lambda c: (c.energy, c.previous), aux, (zeros.energy, zeros.previous))
             return Particles(state.x, state.logw, state.v, state.t, aux)
         x = _validate.floating_array("query", query)
         if x.ndim != 2 or x.shape[1] != self.dim:
@@ -271,24 +276,28 @@ class SinkhornHopfield(AbstractFlow):
         x = _validate.finite("query", x)
         if weights is None:
             return self.init(x)
-        a = ot._weights("weights", weights, x.shape[0], x.dtype)
+        a = ot.check_weights(weights, x.shape[0], name="weights", dtype=x.dtype)
         logw = jnp.where(a > 0, jnp.log(jnp.where(a > 0, a, 1.0)), -jnp.inf)
         return self.init(x, logw)
 
     # ---------------------------------------------------------------------------- solving
-    def _solve(self, state: Particles) -> _Solve:
+    def _solve(self, state: Particles) -> ot.BatchedDivergenceResult:
+        """All K divergences S_ε(μ, ξ_k) in one batched lockstep solve, warm-started from ``aux``."""
         dtype = state.x.dtype
-        aux = tuple(jax.lax.stop_gradient(p).astype(dtype) for p in state.aux)
-        return _solve_all(
+        aux = state.aux
+        init = tuple(jax.lax.stop_gradient(p).astype(dtype) for p in (aux.f, aux.g, aux.s, aux.g_yy))
+        return ot.sinkhorn_divergences(
             state.x,
-            state.weights,
             self.patterns.astype(dtype),
+            state.weights,
             self.pattern_weights.astype(dtype),
-            self.epsilon.astype(dtype),
-            aux,
-            self.max_iterations,
-            self.threshold,
-            self.check_every,
+            epsilon=self.epsilon.astype(dtype),
+            max_iterations=self.max_iterations,
+            threshold=self.threshold.astype(dtype),
+            check_every=self.check_every,
+            init=init,
+            warn=False,
+            check=False,  # inside the step: a non-finite state is reported by run, not raised
         )
 
     def _energy(self, divergences: Array) -> Array:
@@ -297,7 +306,7 @@ class SinkhornHopfield(AbstractFlow):
 
     def divergences(self, query: Any, weights: Any = None) -> Float[Array, " K"]:
         """S_ε(μ, ξ_k) for every stored pattern, shape (K,)."""
-        return self._solve(self.query(query, weights)).divergences
+        return self._solve(self.query(query, weights)).value
 
     def energy(self, query: Any, weights: Any = None) -> Float[Array, ""]:
         """E(μ) = −(1/β) log Σ_k exp(−β S_ε(μ, ξ_k)); differentiable in the points and weights."""
@@ -327,7 +336,8 @@ class SinkhornHopfield(AbstractFlow):
     def pattern_divergences(self) -> Float[Array, "K K"]:
         """S_ε(ξ_k, ξ_l) between every pair of stored patterns (zero diagonal).
 
-        The K self terms OT_ε(ξ_k, ξ_k) are solved once; the K² cross terms one row at a time.
+        The K self terms OT_ε(ξ_k, ξ_k) are solved once and shared by every row
+        (``self_x``/``self_ys`` of :func:`ot.sinkhorn_divergences`); the K² cross terms one row at a time.
         """
         return _pattern_divergences(self)
 
@@ -339,42 +349,73 @@ class SinkhornHopfield(AbstractFlow):
         return 0.25 * jnp.min(off, axis=1)
 
     # ------------------------------------------------------------------------------- flow
-    def _move(self, state: Particles, sol: _Solve) -> Particles:
+    def _move(self, state: Particles, sol: ot.BatchedDivergenceResult) -> Particles:
+        """Transport step of the points, then the centred multiplicative step of the weights."""
         dtype = state.x.dtype
-        beta = self.beta.astype(dtype)
-        p = jax.nn.softmax(-beta * sol.divergences)
-        target = jnp.tensordot(p, sol.maps, axes=1)
-        base = sol.self_map if self.self_term else state.x
+        p = jax.nn.softmax(-self.beta.astype(dtype) * sol.value)
+        target = jnp.tensordot(p, sol.maps(), axes=1)
+        base = sol.self_map() if self.self_term else state.x
         x = state.x + self.step_size.astype(dtype) * (target - base)
-        psi = p @ sol.f - (sol.s if self.self_term else 0.0)
-        a = state.weights
-        centred = psi - jnp.sum(jnp.where(a > 0, a * psi, 0.0))
-        logw = state.logw - self.weight_step.astype(dtype) * centred
-        logw = logw - logsumexp(logw)
-        aux = (sol.f, sol.g, sol.s, sol.g_yy)
+        psi = p @ sol.f_xy - (sol.f_xx if self.self_term else 0.0)
+        logw = reweight(state, psi, self.weight_step.astype(dtype)).logw
         t = state.t + self.step_size.astype(state.t.dtype)
-        return Particles(x, logw, state.v, t, aux)
+        return Particles(x, logw, state.v, t, state.aux)
+
+    def _stops(self, energy: Array, previous: Array) -> Array:
+        """|E_t − E_{t−1}| < retrieval_tol, or a non-finite E_t: the retrieval has ended."""
+        tol = self.retrieval_tol.astype(energy.dtype)
+        return (jnp.abs(energy - previous) < tol) | ~jnp.isfinite(energy)
 
     def step(self, state: Particles, key: PRNGKeyArray) -> tuple[Particles, Info]:
-        """One deterministic retrieval step (the key is unused): transport, then reweighting."""
+        """One deterministic retrieval step (the key is unused): transport, then reweighting.
+
+        A step whose energy meets the stopping rule (class docstring) returns the state unmoved,
+        with only its energy record updated.
+        """
         del key
         sol = self._solve(state)
-        new = self._move(state, sol)
+        energy = self._energy(sol.value)
+        previous = state.aux.energy.astype(energy.dtype)
+        moved = self._move(state, sol)
+        moved = Particles(moved.x, moved.logw, moved.v, moved.t, _Carry(*sol.potentials, energy, previous))
+        kept = Particles(
+            state.x,
+            state.logw,
+            state.v,
+            state.t,
+            eqx.tree_at(lambda c: (c.energy, c.previous), state.aux, (energy, previous)),
+        )
+        stop = self._stops(energy, previous)
+        new = jax.tree_util.tree_map(lambda old, upd: jnp.where(stop, old, upd), kept, moved)
         info = {
-            "energy": self._energy(sol.divergences),
-            "divergences": sol.divergences,
-            "converged": sol.converged,
+            "energy": energy,
+            "divergences": sol.value,
+            "converged": jnp.all(sol.converged),
             "num_iters": sol.num_iters,
         }
         return new, info
 
+    def terminate(self, state: Particles, info: Info) -> Bool[Array, ""]:
+        """The stopping rule, on a step's ``(new_state, info)``: |E_t − E_{t−1}| < ``retrieval_tol``."""
+        return self._stops(info["energy"], state.aux.previous.astype(info["energy"].dtype))
+
     def retrieve(
-        self, query: Any, weights: Any = None, *, num_steps: int = 100, tol: float = 1e-6
+        self, query: Any, weights: Any = None, *, num_steps: int = 100, tol: Any = 1e-6, warn: bool = True
     ) -> tuple[Particles, Trace]:
         """Run the flow from ``query`` until |E_t − E_{t−1}| < ``tol`` or ``num_steps`` moves.
 
-        jit- and vmap-able (many queries: ``jax.vmap(lambda q: memory.retrieve(q))(queries)``;
-        under vmap every query runs until the last one stops, stopped ones frozen).
+        :func:`dpflows.run` of this memory with ``retrieval_tol = tol`` (its :meth:`terminate`
+        stops the loop), plus one evaluation of the final state. jit- and vmap-able (many queries:
+        :meth:`retrieve_many`, or ``jax.vmap(lambda q: memory.retrieve(q))(queries)``; under vmap
+        every query runs until the last one stops, stopped ones frozen).
+
+        Args:
+            query: the query's points (n, d) or a Particles (see :meth:`query`).
+            weights: the query's weights (uniform if None).
+            num_steps: at most this many moves.
+            tol: energy tolerance ≥ 0 (0 runs all ``num_steps``).
+            warn: emit :class:`dpflows.ot.ConvergenceWarning` when a concrete retrieval had
+                unconverged Sinkhorn solves (``trace.ok`` is then False either way).
 
         Returns:
             The retrieved cloud and a :class:`~dpflows.Trace` over the ``num_steps + 1`` evaluated
@@ -385,10 +426,11 @@ class SinkhornHopfield(AbstractFlow):
         num_steps = _validate.positive_int("num_steps", num_steps)
         _validate.positive("tol", tol, allow_zero=True)
         state = self.query(query, weights)
-        final, info = _retrieve(self, state, num_steps, jnp.asarray(tol, state.x.dtype))
-        ok = jnp.all(jnp.isfinite(final.x)) & jnp.all(~jnp.isnan(final.logw)) & jnp.all(info["converged"])
-        steps = jnp.arange(num_steps + 1, dtype=jnp.int32)
-        return final, Trace(info=info, states=None, record_steps=steps, ok=ok)
+        flow = eqx.tree_at(lambda m: m.retrieval_tol, self, jnp.asarray(tol, self.retrieval_tol.dtype))
+        final, trace = _retrieve(flow, state, num_steps)
+        if warn:
+            _warn_unconverged(self, trace, "retrieve")
+        return final, trace
 
     def retrieve_many(
         self,
@@ -396,8 +438,9 @@ class SinkhornHopfield(AbstractFlow):
         weights: Any = None,
         *,
         num_steps: int = 100,
-        tol: float = 1e-6,
+        tol: Any = 1e-6,
         batch_size: int | None = None,
+        warn: bool = True,
     ) -> tuple[Particles, Trace]:
         """:meth:`retrieve` for a stack of queries (B, n, d) (and weights (B, n)), as one compiled program.
 
@@ -405,6 +448,7 @@ class SinkhornHopfield(AbstractFlow):
         Default: one at a time on CPU, all at once on an accelerator. Measured on a 2-core CPU (64
         queries, K = 32, n = 64, d = 8, 3 steps): one at a time 0.89 s, groups of 4 or 16 1.27 s,
         a plain ``jax.vmap`` 1.89 s — XLA:CPU runs the batched while-loops slower than a loop of them.
+        ``warn`` as :meth:`retrieve` (one warning for the batch).
 
         Returns:
             Particles and Trace with a leading query axis.
@@ -417,13 +461,17 @@ class SinkhornHopfield(AbstractFlow):
             if weights.shape != xs.shape[:2]:
                 raise ValueError(f"weights must have shape {xs.shape[:2]} to match queries, got {weights.shape}")
             for i, w in enumerate(weights if _validate.is_concrete(weights) else ()):
-                ot._weights(f"weights[{i}]", w, xs.shape[1], xs.dtype)
+                ot.check_weights(w, xs.shape[1], name=f"weights[{i}]", dtype=xs.dtype)
         if batch_size is None:
             batch_size = 1 if jax.default_backend() == "cpu" else xs.shape[0]
         batch_size = min(_validate.positive_int("batch_size", batch_size), xs.shape[0])
         num_steps = _validate.positive_int("num_steps", num_steps)
         _validate.positive("tol", tol, allow_zero=True)
-        return _retrieve_many(self, xs, weights, num_steps, tol, batch_size)
+        tol = jnp.asarray(tol, self.retrieval_tol.dtype)
+        final, trace = _retrieve_many(self, xs, weights, num_steps, tol, batch_size)
+        if warn:
+            _warn_unconverged(self, trace, "retrieve_many")
+        return final, trace
 
     def report(self, trace: Trace, radii: Any = None) -> RetrievalReport:
         """Summarise one retrieval trace (host-side): index, margin, steps, monotonicity, rate, basin.
@@ -437,87 +485,87 @@ class SinkhornHopfield(AbstractFlow):
 
 
 @eqx.filter_jit
-def _retrieve_many(memory: SinkhornHopfield, xs, ws, num_steps: int, tol: float, batch_size: int):
+def _unused_key() -> PRNGKeyArray:
+    """The key handed to ``run`` for a deterministic flow (its steps never read it)."""
+    return jr.wrap_key_data(jnp.zeros((2,), jnp.uint32))
+
+
+def _retrieve(memory: SinkhornHopfield, state: Particles, num_steps: int) -> tuple[Particles, Trace]:
+    """``run`` to the stop, then the final state's evaluation as entry ``num_steps`` of the trace."""
+    # The flow is deterministic: the key only satisfies run's signature.
+    final, ran = run(memory, state, _unused_key(), num_steps, throw=False)
+    info = dict(ran.info)
+    last = {name: v[-1] for name, v in info.items()}
+    stopped = memory.terminate(final, last)  # the last step taken met the stopping rule
+    sol = memory._solve(final)
+    evaluated = {
+        "energy": memory._energy(sol.value),
+        "divergences": sol.value,
+        "converged": jnp.all(sol.converged),
+        "num_iters": sol.num_iters,
+    }
+    # After a stop the extra entry repeats the last evaluated state's values (``active`` False).
+    row = {name: jnp.where(stopped, last[name], evaluated[name]) for name in evaluated}
+    row["active"] = ~stopped
+    info = {name: jnp.concatenate([info[name], row[name][None]]) for name in row}
+    ok = jnp.all(jnp.isfinite(final.x)) & jnp.all(~jnp.isnan(final.logw)) & jnp.all(info["converged"])
+    steps = jnp.arange(num_steps + 1, dtype=jnp.int32)
+    return final, Trace(info=info, states=None, record_steps=steps, ok=ok)
+
+
+@eqx.filter_jit
+def _retrieve_many(memory: SinkhornHopfield, xs, ws, num_steps: int, tol: Array, batch_size: int):
     def one(args):
         x, w = args
-        return memory.retrieve(x, w, num_steps=num_steps, tol=tol)
+        return memory.retrieve(x, w, num_steps=num_steps, tol=tol, warn=False)
 
     ws_in = jnp.full(xs.shape[:2], 1.0 / xs.shape[1], xs.dtype) if ws is None else ws
     return jax.lax.map(one, (xs, ws_in), batch_size=batch_size)
 
 
+def _warn_unconverged(memory: SinkhornHopfield, trace: Trace, what: str) -> None:
+    """Say why ``trace.ok`` is False when Sinkhorn failed, and what to change (host-side, concrete only)."""
+    if not _validate.is_concrete(trace.ok) or bool(np.all(np.asarray(trace.ok))):
+        return
+    active = np.asarray(trace["active"])
+    bad = active & ~np.asarray(trace["converged"])
+    if not bad.any():
+        return  # not a Sinkhorn failure (a non-finite state): the trace's numbers say so
+    where = f"{int(bad.sum())} of {int(active.sum())} evaluated steps"
+    if active.ndim == 2:
+        where += f" ({int(bad.any(axis=1).sum())} of {active.shape[0]} queries)"
+    eps, threshold = (float(np.max(np.asarray(v))) for v in (memory.epsilon, memory.threshold))
+    warnings.warn(
+        f"SinkhornHopfield.{what}: Sinkhorn did not converge in {where} at epsilon={eps:.3g}, "
+        f"threshold={threshold:.3g}, max_iterations={memory.max_iterations}; trace.ok is False "
+        "and the moves used inexact potentials. "
+        "Use a larger epsilon, more max_iterations or a looser threshold.",
+        ot.ConvergenceWarning,
+        stacklevel=3,
+    )
+
+
 @eqx.filter_jit
 def _pattern_divergences(memory: SinkhornHopfield) -> Array:
     ys, bs = memory.patterns, memory.pattern_weights
-    k, m = ys.shape[:2]
-    eps = memory.epsilon.astype(ys.dtype)
-    kw = dict(max_iterations=memory.max_iterations, threshold=memory.threshold, check_every=memory.check_every)
-    zeros = jnp.zeros((m,), ys.dtype)
-    own = jax.vmap(lambda y, b: ot._self_ot(y, b, eps, _COST, init=zeros, **kw).cost)(ys, bs)
+    k = ys.shape[0]
+    dtype = ys.dtype
+    kw = dict(
+        epsilon=memory.epsilon.astype(dtype),
+        max_iterations=memory.max_iterations,
+        threshold=memory.threshold.astype(dtype),
+        check_every=memory.check_every,
+        warn=False,
+        check=False,
+    )
+    own = jax.vmap(lambda y, b: ot.self_transport(y, b, **kw))(ys, bs)  # K self terms, solved once
 
-    def row(yb):
-        def cross(y, b):
-            return ot._ot_core(
-                yb[0],
-                y,
-                yb[1],
-                b,
-                eps,
-                zeros,
-                zeros,
-                _COST,
-                kw["max_iterations"],
-                kw["threshold"],
-                kw["check_every"],
-                None,
-                "stabilized",
-            ).cost
+    def row(i):
+        mine = jax.tree_util.tree_map(lambda v: v[i], own)
+        return ot.sinkhorn_divergences(ys[i], ys, bs[i], bs, self_x=mine, self_ys=own, **kw).value
 
-        return jax.vmap(cross)(ys, bs)
-
-    xy = jax.lax.map(row, (ys, bs))
-    s = xy - 0.5 * own[:, None] - 0.5 * own[None, :]
-    return jnp.maximum(s, 0.0) * (1.0 - jnp.eye(k, dtype=ys.dtype))
-
-
-@eqx.filter_jit
-def _retrieve(memory: SinkhornHopfield, state: Particles, num_steps: int, tol: Array):
-    k = memory.num_patterns
-    dtype = state.x.dtype
-    buf = {
-        "energy": jnp.zeros((num_steps + 1,), dtype),
-        "divergences": jnp.zeros((num_steps + 1, k), dtype),
-        "converged": jnp.zeros((num_steps + 1,), bool),
-        "num_iters": jnp.zeros((num_steps + 1,), jnp.int32),
-        "active": jnp.zeros((num_steps + 1,), bool),
-    }
-
-    def body(carry):
-        state, i, prev, buf, _ = carry
-        sol = memory._solve(state)
-        energy = memory._energy(sol.divergences)
-        row = {
-            "energy": energy,
-            "divergences": sol.divergences,
-            "converged": sol.converged,
-            "num_iters": sol.num_iters,
-            "active": jnp.asarray(True),
-        }
-        buf = {name: buf[name].at[i].set(row[name]) for name in buf}
-        stop = (i >= num_steps) | ((i > 0) & (jnp.abs(energy - prev) < tol)) | ~jnp.isfinite(energy)
-        moved = memory._move(state, sol)
-        state = jax.tree_util.tree_map(lambda old, new: jnp.where(stop, old, new), state, moved)
-        return state, i + 1, energy, buf, stop
-
-    def cond(carry):
-        return ~carry[-1]
-
-    init = (state, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, dtype), buf, jnp.zeros((), bool))
-    state, last, _, buf, _ = jax.lax.while_loop(cond, body, init)
-    # Entries after the stop repeat the last evaluated state's values (``active`` stays False).
-    idx = jnp.minimum(jnp.arange(num_steps + 1, dtype=jnp.int32), last - 1)
-    info = {name: (v if name == "active" else v[idx]) for name, v in buf.items()}
-    return state, info
+    s = jax.lax.map(row, jnp.arange(k))
+    return s * (1.0 - jnp.eye(k, dtype=dtype))
 
 
 class RetrievalReport(NamedTuple):
@@ -650,18 +698,13 @@ class EuclideanHopfield(AbstractFlow):
         return Particles(x, state.logw, state.v, t, state.aux), {"energy": energy}
 
     def retrieve(self, query: Any, *, num_steps: int = 10) -> tuple[Particles, Trace]:
-        """Run ``num_steps`` updates from ``query`` (n, d); jit/vmap-able. ``trace["energy"]`` per step."""
+        """Run ``num_steps`` updates from ``query`` (n, d) with :func:`dpflows.run`; jit/vmap-able.
+
+        ``trace["energy"]`` per step (at the state the step starts from); ``trace.ok``: finite result.
+        """
         num_steps = _validate.positive_int("num_steps", num_steps)
         state = self.init(_validate.floating_array("query", query))
-
-        def one(x, _):
-            return self._update(x)
-
-        x, energy = jax.lax.scan(one, state.x, None, length=num_steps)
-        t = state.t + num_steps * self.step_size.astype(state.t.dtype)
-        steps = jnp.arange(1, num_steps + 1, dtype=jnp.int32)
-        trace = Trace(info={"energy": energy}, states=None, record_steps=steps, ok=jnp.all(jnp.isfinite(x)))
-        return Particles(x, state.logw, state.v, t, state.aux), trace
+        return _euclidean_retrieve(self, state, num_steps)
 
     def classify(self, query: Any) -> Int[Array, ""]:
         """argmin_k ‖vec query − vec ξ_k‖ (no update is run)."""
@@ -669,3 +712,11 @@ class EuclideanHopfield(AbstractFlow):
         if x.shape != self.patterns.shape[1:]:
             raise ValueError(f"query must have the stored shape {self.patterns.shape[1:]}, got {x.shape}")
         return jnp.argmin(self.scores(x))
+
+
+@eqx.filter_jit
+def _euclidean_retrieve(baseline: EuclideanHopfield, state: Particles, num_steps: int) -> tuple[Particles, Trace]:
+    # The update is deterministic: the key only satisfies run's signature.
+    final, ran = run(baseline, state, _unused_key(), num_steps, throw=False)
+    steps = jnp.arange(1, num_steps + 1, dtype=jnp.int32)
+    return final, Trace(info=ran.info, states=None, record_steps=steps, ok=jnp.all(jnp.isfinite(final.x)))

@@ -15,7 +15,51 @@ from ._typing import Array, Float, Info, Int, PRNGKeyArray
 from .flow import AbstractFlow
 from .particles import Particles
 
-__all__ = ["ULA", "ornstein_uhlenbeck_law", "ula_gaussian_law"]
+__all__ = [
+    "ULA",
+    "batched_value_and_grad",
+    "check_potential",
+    "ornstein_uhlenbeck_law",
+    "ula_gaussian_law",
+    "ula_move",
+]
+
+
+def _check_point_function(name: str, fn: Callable[[Array], Array], x: Array, out_shape: tuple[int, ...]) -> None:
+    """Trace ``fn`` abstractly on one particle and raise a ``ValueError`` naming the shapes if it fails."""
+    point = jax.ShapeDtypeStruct(x.shape[1:], x.dtype)
+    try:
+        out = jax.eval_shape(fn, point)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"{name} cannot be evaluated on one particle: the particles x have shape {tuple(x.shape)}, so one "
+            f"point has shape {tuple(x.shape[1:])}; does the {name}'s dimension match the particles'? ({err})"
+        ) from err
+    shape = getattr(out, "shape", None)
+    if shape != out_shape:
+        raise ValueError(
+            f"{name} must return shape {out_shape} for one particle of shape {tuple(x.shape[1:])}, got {shape}"
+        )
+
+
+def check_potential(
+    potential: Callable[[Array], Array], x: Array, grad_potential: Callable[[Array], Array] | None = None
+) -> None:
+    """Raise a ``ValueError`` naming the shapes unless V (and ∇V) accept one particle of ``x``.
+
+    V must map one point of shape ``x.shape[1:]`` to a scalar, and ``grad_potential`` to the point's
+    shape. The check traces abstractly (``jax.eval_shape``): no FLOPs, and it works under ``jit``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> check_potential(lambda p: jnp.sum(p * jnp.ones(3)), jnp.zeros((5, 2)))
+        Traceback (most recent call last):
+        ...
+        ValueError: potential cannot be evaluated on one particle: the particles x have shape (5, 2), ...
+    """
+    _check_point_function("potential", potential, x, ())
+    if grad_potential is not None:
+        _check_point_function("grad_potential", grad_potential, x, tuple(x.shape[1:]))
 
 
 def batched_value_and_grad(
@@ -24,13 +68,60 @@ def batched_value_and_grad(
     """Values and gradients (V(xᵢ), ∇V(xᵢ)) at every particle.
 
     Uses ``grad_potential`` if given, a closed-form ``potential.value_and_grad`` if the potential has
-    one, else autodiff.
+    one, else autodiff. The potential (and ``grad_potential``) is first traced abstractly on one
+    particle (``jax.eval_shape``, free at run time), so a dimension mismatch between the particles
+    and the potential is a ``ValueError`` naming both shapes instead of a broadcasting error.
+
+    Raises:
+        ValueError: the potential cannot be evaluated on one particle of ``x``, does not return a
+            scalar, or ``grad_potential`` does not return the particle's shape.
     """
+    check_potential(potential, x, grad_potential)
     if grad_potential is not None:
         return jax.vmap(potential)(x), jax.vmap(grad_potential)(x)
     if hasattr(potential, "value_and_grad"):  # closed form, shares work (e.g. Gaussian)
         return jax.vmap(potential.value_and_grad)(x)
     return jax.vmap(jax.value_and_grad(potential))(x)
+
+
+def ula_move(
+    x: Float[Array, "n ..."],
+    grad: Float[Array, "n ..."],
+    step_size: Any,
+    key: PRNGKeyArray,
+    *,
+    temperature: Any = 1.0,
+) -> Float[Array, "n ..."]:
+    """One Euler–Maruyama move of overdamped Langevin dX = −∇V(X) dt + √(2T) dW, for every particle.
+
+        x ← x − h ∇V(x) + √(2hT) ξ,   ξ ~ N(0, I) drawn from ``key``.
+
+    The transport step shared by :class:`ULA` (h = ``step_size``) and the SHK sampler (h = αh, the
+    transport weight times the step). Differentiable in ``x``, ``grad``, ``step_size`` and
+    ``temperature`` (reparameterised noise).
+
+    Args:
+        x: positions ``(n, *event)``.
+        grad: ∇V at ``x``, same shape.
+        step_size: h ≥ 0 (h = 0 leaves ``x`` unchanged).
+        key: PRNG key of the noise.
+        temperature: T ≥ 0 (1 samples π ∝ e^{−V}; 0 is gradient descent).
+
+    Returns:
+        The moved positions, ``x``'s shape and dtype.
+
+    Example:
+        >>> import jax.numpy as jnp, jax.random as jr
+        >>> x = jnp.ones((4, 2))
+        >>> bool(jnp.all(ula_move(x, x, 0.5, jr.key(0), temperature=0.0) == 0.5))
+        True
+    """
+    if grad.shape != x.shape:
+        raise ValueError(f"grad must have the shape of x {tuple(x.shape)}, got {tuple(grad.shape)}")
+    h = jnp.asarray(step_size, x.dtype)
+    noise = jr.normal(key, x.shape, dtype=x.dtype)
+    scale = jnp.sqrt(2 * h * jnp.asarray(temperature, x.dtype))  # × 1.0 is exact: ULA's √(2h) bit for bit
+    return x - h * grad + scale * noise
 
 
 class ULA(AbstractFlow):
@@ -79,8 +170,7 @@ class ULA(AbstractFlow):
         x = state.x
         h = self.step_size.astype(x.dtype)
         value, grad = batched_value_and_grad(self.potential, self.grad_potential, x)
-        noise = jr.normal(key, x.shape, dtype=x.dtype)
-        x_new = x - h * grad + jnp.sqrt(2 * h) * noise
+        x_new = ula_move(x, grad, h, key)
         new = Particles(x=x_new, logw=state.logw, v=state.v, t=state.t + h.astype(state.t.dtype), aux=state.aux)
         if not self.record_energy:
             return new, {}

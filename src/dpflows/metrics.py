@@ -34,8 +34,18 @@ def gaussian_kl(
 ) -> Float[Array, ""]:
     """KL(N(m₀, Σ₀) ‖ N(m₁, Σ₁)) = ½[tr(Σ₁⁻¹Σ₀) + (m₁−m₀)ᵀΣ₁⁻¹(m₁−m₀) − d + log det Σ₁ − log det Σ₀].
 
-    Computed with Cholesky factors (stable for well-conditioned covariances).
+    Computed with Cholesky factors (stable for well-conditioned covariances). Jittable; concrete
+    arguments are checked (finite, matching shapes, symmetric positive definite covariances), traced
+    ones are not (a covariance that is not positive definite then gives NaN).
+
+    Raises:
+        ValueError: a shape mismatch, NaN/inf entries or a covariance that is not positive definite
+            (concrete values), naming the argument.
     """
+    _gaussian_args(mean0, cov0, "mean0", "cov0")
+    _gaussian_args(mean1, cov1, "mean1", "cov1")
+    if mean0.shape != mean1.shape:
+        raise ValueError(f"mean0 and mean1 must have one shape, got {mean0.shape} and {mean1.shape}")
     d = mean0.shape[-1]
     l1 = jnp.linalg.cholesky(cov1)
     l0 = jnp.linalg.cholesky(cov0)
@@ -43,7 +53,28 @@ def gaussian_kl(
     diff = jax_solve_triangular(l1, (mean1 - mean0)[:, None])[:, 0]
     logdet1 = 2 * jnp.sum(jnp.log(jnp.diagonal(l1)))
     logdet0 = 2 * jnp.sum(jnp.log(jnp.diagonal(l0)))
-    return 0.5 * (jnp.sum(a * a) + diff @ diff - d + logdet1 - logdet0)
+    kl = 0.5 * (jnp.sum(a * a) + diff @ diff - d + logdet1 - logdet0)
+    if _validate.is_concrete(kl) and not np.isfinite(np.asarray(kl)):
+        raise ValueError(
+            f"gaussian_kl overflows {kl.dtype} for these arguments (mean0/mean1/cov0/cov1 too far apart or "
+            "too ill-conditioned): rescale them or use float64"
+        )
+    return kl
+
+
+def _gaussian_args(mean, cov, mean_name: str, cov_name: str) -> None:
+    d = mean.shape[-1] if mean.ndim else 0
+    if mean.ndim != 1 or d == 0:
+        raise ValueError(f"{mean_name} must have shape (d,) with d >= 1, got {mean.shape}")
+    if cov.shape != (d, d):
+        raise ValueError(f"{cov_name} must have shape ({d}, {d}) to match {mean_name}, got {cov.shape}")
+    if _validate.is_concrete(mean):
+        _validate.finite(mean_name, mean)
+    if _validate.is_concrete(cov):
+        _validate.finite(cov_name, cov)
+        c = np.asarray(cov, np.float64)
+        if not np.allclose(c, c.T, rtol=1e-5, atol=1e-8) or np.linalg.eigvalsh(0.5 * (c + c.T)).min() <= 0:
+            raise ValueError(f"{cov_name} must be symmetric positive definite")
 
 
 def jax_solve_triangular(lower: Array, b: Array) -> Array:
@@ -54,23 +85,51 @@ def jax_solve_triangular(lower: Array, b: Array) -> Array:
 
 
 def gaussian_fit(x: Float[Array, "n d"], w: Float[Array, " n"] | None = None) -> tuple[Array, Array]:
-    """Weighted mean and covariance of a sample (the moment-matched Gaussian)."""
+    """Weighted mean and covariance of a sample (the moment-matched Gaussian).
+
+    ``w`` (default uniform) are normalised weights: ≥ 0, summing to one. Jittable; concrete
+    arguments are checked (NaN/inf, negative weights, weights not summing to one), traced ones not.
+
+    Raises:
+        ValueError: an empty sample, a shape mismatch or bad values (concrete), naming the argument.
+    """
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (n, d) with n >= 1, got {x.shape}")
     n = x.shape[0]
+    if _validate.is_concrete(x):
+        _validate.finite("x", x)
+    if w is not None:
+        if w.shape != (n,):
+            raise ValueError(f"w must have shape ({n},) to match x, got {w.shape}")
+        if _validate.is_concrete(w):
+            wn = np.asarray(w, np.float64)
+            if np.any(~np.isfinite(wn) | (wn < 0)) or abs(wn.sum() - 1) > 1e-4:
+                raise ValueError(f"w must be finite, >= 0 and sum to one, got {_validate.show(wn)}")
     w = jnp.full((n,), 1.0 / n, x.dtype) if w is None else w
     mean = w @ x
     xc = x - mean[None, :]
     return mean, (xc * w[:, None]).T @ xc
 
 
-def _two_clouds(x, y):
-    x = np.asarray(_validate.floating_array("x", x), np.float64)
-    y = np.asarray(_validate.floating_array("y", y), np.float64)
+# Squared distances of points beyond this magnitude overflow float64 (1e150² · d ≈ 1e300).
+_MAX_ABS = 1e150
+
+
+def _two_clouds(x, y, xname: str = "x", yname: str = "y"):
+    x = _validate.real_numpy(xname, x)
+    y = _validate.real_numpy(yname, y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must be clouds (n, d) of one dimension, got {x.shape} and {y.shape}")
+        raise ValueError(f"{xname} and {yname} must be clouds (n, d) of one dimension, got {x.shape} and {y.shape}")
     if x.shape[0] == 0 or y.shape[0] == 0:
-        raise ValueError("x and y must hold at least one point each")
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError("x and y must be finite")
+        raise ValueError(f"{xname} and {yname} must hold at least one point each")
+    for name, arr in ((xname, x), (yname, y)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} must be finite, got {int(np.sum(~np.isfinite(arr)))} NaN/inf entries")
+        if arr.size and np.abs(arr).max() > _MAX_ABS:
+            raise ValueError(
+                f"{name} must have entries of magnitude <= {_MAX_ABS:g} (squared distances overflow), "
+                f"got max {np.abs(arr).max():.3g}"
+            )
     return x, y
 
 
@@ -87,6 +146,11 @@ def mmd(x: Any, y: Any, *, bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5,
     x, y = _two_clouds(x, y)
     if x.shape[0] < 2 or y.shape[0] < 2:
         raise ValueError("mmd needs at least two points in each cloud")
+    bandwidths = tuple(bandwidths) if isinstance(bandwidths, list | tuple) else (bandwidths,)
+    if not bandwidths:
+        raise ValueError("bandwidths must hold at least one bandwidth, got ()")
+    for h in bandwidths:
+        _validate.positive("bandwidths", _validate.scalar("bandwidths", h))
 
     def k(sq):
         return sum(np.exp(-sq / (2.0 * h * h)) for h in bandwidths)
@@ -129,8 +193,9 @@ def mode_coverage(x: Any, centers: Any, *, radius: float, min_share: float = 0.2
         ``share_error``: total-variation distance between the per-mode shares (of on-mode points)
         and the uniform 1/K.
     """
-    _validate.positive("radius", radius)
-    x, c = _two_clouds(x, centers)
+    _validate.positive("radius", _validate.scalar("radius", radius))
+    _validate.positive("min_share", _validate.scalar("min_share", min_share), allow_zero=True)
+    x, c = _two_clouds(x, centers, "x", "centers")
     dist = np.sqrt(_pairwise(x, c))
     nearest = dist.argmin(1)
     on = dist.min(1) <= radius
@@ -181,7 +246,8 @@ def nearest_neighbour_distances(x: Any, reference: Any, *, chunk: int = 1024) ->
     The memorisation check of a generator: samples of a model that copies its training set sit at
     distance ~0 from it, while new samples sit about as far as held-out data does.
     """
-    x, r = _two_clouds(x, reference)
+    chunk = _validate.positive_int("chunk", chunk)
+    x, r = _two_clouds(x, reference, "x", "reference")
     out = np.empty(x.shape[0])
     rr = np.sum(r * r, axis=1)
     for s in range(0, x.shape[0], chunk):

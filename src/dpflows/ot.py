@@ -10,6 +10,10 @@ Conventions (public):
   They minimise at different laws (METHODS.md §5): never swap them.
 - Weights default to uniform; zero weights are allowed (ragged clouds are padded with them) and
   behave exactly like deleting the point; gradients w.r.t. zero-weight points are 0.
+- One cloud against K clouds: ``sinkhorn_divergences(x, ys, a, bs, ...)`` solves the K cross
+  problems as lanes of one lockstep batch and OT_ε(μ, μ) once; ``self_transport`` solves a self
+  term on its own so that it can be shared (``self_x=``, ``self_ys=``); ``init=`` warm-starts from
+  a previous result's ``.potentials``.
 
 Why the solver loop is ours and not ott-jax's ``linear.solve``: ``jax.vmap`` over ott's adaptive
 loop runs every lane to the slowest lane's iteration count and, through its batched ``cond``,
@@ -33,6 +37,7 @@ theorem: ∂/∂x_i = Σ_j π_ij ∇ₓc(x_i, y_j) = a_i (x_i − T_{μ→ν}(x_
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
@@ -46,16 +51,20 @@ from . import _validate
 from ._typing import Array, Float, PRNGKeyArray
 
 __all__ = [
+    "BatchedDivergenceResult",
     "ConvergenceWarning",
     "DivergenceResult",
     "OTResult",
     "barycentric_map",
+    "check_weights",
     "cost_matrix",
     "entropic_ot",
     "gaussian_entropic_ot",
     "quantile_map",
     "random_directions",
+    "self_transport",
     "sinkhorn_divergence",
+    "sinkhorn_divergences",
     "sliced_wasserstein",
 ]
 
@@ -271,7 +280,7 @@ def _sinkhorn(
         f = jnp.where(keep, f, f_new)
         g = jnp.where(keep, g, g_new)
         err = jnp.where(keep, err, err_new)
-        now_done = done | (at_target & ((err_new <= threshold) | ~jnp.isfinite(err_new)))
+        now_done = done | (at_target & ((err_new <= jnp.asarray(threshold, err_new.dtype)) | ~jnp.isfinite(err_new)))
         n_done = jnp.where(done, n_done, it_new)
         return f, g, it_new, err, now_done, n_done
 
@@ -288,7 +297,7 @@ def _sinkhorn(
         jnp.zeros((), jnp.int32),
     )
     f, g, it, err, _, n_done = jax.lax.while_loop(cond, chunk, init)
-    converged = jnp.isfinite(err) & (err <= threshold)
+    converged = jnp.isfinite(err) & (err <= jnp.asarray(threshold, err.dtype))
     return f, g, err, converged, jnp.where(converged, n_done, it)
 
 
@@ -303,13 +312,13 @@ def _dual_cost(f, g, c, a, b, eps):
 
 
 # --------------------------------------------------------------------------------- validation
-def _weights(name, w, n, dtype):
+def _weights(name, w, n, dtype, check=True):
     if w is None:
         return jnp.full((n,), 1.0 / n, dtype)
     w = _validate.floating_array(name, w).astype(dtype)
     if w.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},) to match its cloud, got {w.shape}")
-    if _validate.is_concrete(w):
+    if check and _validate.is_concrete(w):
         arr = np.asarray(w, dtype=np.float64)
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ValueError(f"{name} must be finite and >= 0")
@@ -319,13 +328,13 @@ def _weights(name, w, n, dtype):
     return w
 
 
-def _cloud(name, x):
+def _cloud(name, x, check=True):
     x = _validate.floating_array(name, x)
     if x.ndim != 2:
         raise ValueError(f"{name} must have shape (n, d), got {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one point, got shape {x.shape}")
-    return _validate.finite(name, x)
+    return _validate.finite(name, x) if check else x
 
 
 def _problem(x, y, a, b, epsilon, cost):
@@ -382,7 +391,7 @@ def entropic_ot(
     epsilon: Any,
     cost: str = "sqeuclidean",
     max_iterations: int = 2000,
-    threshold: float = 1e-3,
+    threshold: Any = 1e-3,
     check_every: int | None = None,
     epsilon_scaling: float | None = None,
     init: tuple[Array, Array] | None = None,
@@ -558,7 +567,7 @@ def sinkhorn_divergence(
     epsilon: Any,
     cost: str = "sqeuclidean",
     max_iterations: int = 2000,
-    threshold: float = 1e-3,
+    threshold: Any = 1e-3,
     check_every: int | None = None,
     epsilon_scaling: float | None = None,
     init: tuple[Array, Array, Array, Array] | None = None,
@@ -602,6 +611,272 @@ def _divergence_core(x, y, a, b, eps, init, cost, max_iterations, threshold, che
     value = raw + jax.lax.stop_gradient(jnp.maximum(raw, 0.0) - raw)
     conv = xy.converged & xx.converged & yy.converged
     return DivergenceResult(value, xy.f, xy.g, xx.f, yy.f, xy, xx, yy, conv)
+
+
+# ------------------------------------------------------------------------ one against K clouds
+class BatchedDivergenceResult(eqx.Module):
+    """S_ε(μ, ν_k) for one cloud μ against K clouds ν_k (see :func:`sinkhorn_divergences`).
+
+    Every array field but ``f_xx`` and ``num_iters`` has a leading K axis (``xy`` and ``yy`` are
+    :class:`OTResult` s whose leaves carry it; index them with ``jax.tree_util.tree_map``).
+
+    Attributes:
+        value: (K,) S_ε(μ, ν_k), clamped at 0; gradients are those of the unclamped :attr:`raw`.
+        f_xy: (K, n) μ-side potentials of OT_ε(μ, ν_k). g_xy: (K, m) ν-side potentials.
+        f_xx: (n,) the potential s_μ of OT_ε(μ, μ). g_yy: (K, m) potentials of OT_ε(ν_k, ν_k).
+        xy: the K cross solves. xx: the self solve of μ. yy: the K self solves of the ν_k.
+        converged: (K,) the three solves behind each S_ε(μ, ν_k) converged.
+        num_iters: () the most iterations any solve of the batch needed (what the lockstep cost).
+    """
+
+    value: Array
+    f_xy: Array
+    g_xy: Array
+    f_xx: Array
+    g_yy: Array
+    xy: OTResult
+    xx: OTResult
+    yy: OTResult
+    converged: Array
+    num_iters: Array
+
+    @property
+    def raw(self) -> Float[Array, " K"]:
+        """The unclamped OT_ε(μ, ν_k) − ½OT_ε(μ, μ) − ½OT_ε(ν_k, ν_k) (round-off can make it −1e-7)."""
+        return self.xy.cost - 0.5 * self.xx.cost - 0.5 * self.yy.cost
+
+    @property
+    def potentials(self) -> tuple[Array, Array, Array, Array]:
+        """(f_xy, g_xy, f_xx, g_yy): pass as ``init=`` to warm-start the next call."""
+        return self.f_xy, self.g_xy, self.f_xx, self.g_yy
+
+    def maps(self) -> Float[Array, "K n d"]:
+        """T_{μ→ν_k}(x_i), the K entropic barycentric projections at the support of μ."""
+        return jax.vmap(barycentric_map)(self.xy)
+
+    def self_map(self) -> Float[Array, "n d"]:
+        """T_{μ→μ}(x_i), the barycentric projection of the self problem (the debiasing map)."""
+        return barycentric_map(self.xx)
+
+
+def check_weights(weights: Any, n: int, *, name: str = "a", dtype: Any = None) -> Array:
+    """The weights every function of this module accepts: uniform if None, else (n,), ≥ 0, summing to 1.
+
+    Concrete values are checked (a ``ValueError`` naming ``name``); traced values only for shape.
+    Zero weights are allowed (padding: a zero-weight point is exactly absent).
+
+    Example:
+        >>> check_weights(None, 4).tolist()
+        [0.25, 0.25, 0.25, 0.25]
+    """
+    n = _validate.positive_int("n", n)
+    return _weights(name, weights, n, dtype or jnp.result_type(float))
+
+
+def self_transport(
+    x: Any,
+    a: Any = None,
+    *,
+    epsilon: Any,
+    cost: str = "sqeuclidean",
+    max_iterations: int = 2000,
+    threshold: Any = 1e-3,
+    check_every: int | None = None,
+    init: Any = None,
+    method: str = "stabilized",
+    warn: bool = True,
+    check: bool = True,
+) -> OTResult:
+    """The symmetric problem OT_ε(μ, μ), solved once so that several divergences can share it.
+
+    The debiasing term of S_ε: its optimal potentials are equal, f = g = s_μ, so the solver runs
+    the averaged symmetric update s ← ½(s + s̃), s̃_i = −ε log Σ_j a_j exp((s_j − C_ij)/ε), which
+    converges in a few iterations. Its first variation in μ is s_μ, and its barycentric map
+    T_{μ→μ} is the self term of the Sinkhorn-divergence gradient (METHODS.md §2b).
+
+    Args:
+        x: (n, d) support of μ.
+        a: its weights (uniform if None).
+        epsilon: ε > 0, as :func:`entropic_ot`.
+        cost: as :func:`entropic_ot`.
+        max_iterations: as :func:`entropic_ot`.
+        threshold: as :func:`entropic_ot`; may be an array (a flow's leaf: no recompile).
+        check_every: as :func:`entropic_ot`.
+        init: s to warm-start from, shape (n,).
+        method: as :func:`entropic_ot`.
+        warn: as :func:`entropic_ot`.
+        check: validate values (finite points, weights summing to 1); ``False`` keeps only the
+            shape checks — for calls inside a flow's step, where a non-finite state is data that
+            ``run`` reports, not an error raised from the device.
+
+    Returns:
+        :class:`OTResult` with ``f = g = s_μ`` and ``y = x``; pass it as ``self_x=`` (or, vmapped
+        over K clouds, as ``self_ys=``) to :func:`sinkhorn_divergences`.
+    """
+    x = _cloud("x", x, check)
+    _validate.one_of("cost", cost, COSTS)
+    _validate.positive("epsilon", epsilon)
+    a = _weights("a", a, x.shape[0], x.dtype, check)
+    eps = jnp.asarray(epsilon, x.dtype)
+    max_iterations, check_every = _solver_args(max_iterations, threshold, check_every, None, method)
+    if init is not None:
+        init = jnp.asarray(init, x.dtype)
+        if init.shape != x.shape[:1]:
+            raise ValueError(f"init must have shape {x.shape[:1]} (one potential per point), got {init.shape}")
+    result = _self_core(x, a, eps, init, cost, max_iterations, threshold, check_every, method)
+    if warn:
+        _warn_if_unconverged(result.converged, result.error, eps, "self_transport")
+    return result
+
+
+@eqx.filter_jit
+def _self_core(x, a, eps, init, cost, max_iterations, threshold, check_every, method):
+    return _self_ot(x, a, eps, cost, max_iterations, threshold, check_every, init, method=method)
+
+
+def _batch_clouds(ys, bs, d, dtype, check):
+    ys = _validate.floating_array("ys", ys)
+    if ys.ndim != 3 or ys.shape[-1] != d or min(ys.shape[:2]) == 0:
+        raise ValueError(f"ys must have shape (K, m, {d}) with K, m >= 1 (K clouds of m points), got {ys.shape}")
+    if ys.dtype != dtype:
+        raise TypeError(f"x and ys must have the same dtype, got {dtype} and {ys.dtype}")
+    ys = _validate.finite("ys", ys) if check else ys
+    k, m = ys.shape[:2]
+    if bs is None:
+        return ys, jnp.full((k, m), 1.0 / m, dtype)
+    bs = _validate.floating_array("bs", bs).astype(dtype)
+    if bs.shape != (k, m):
+        raise ValueError(f"bs must have shape ({k}, {m}) to match ys, got {bs.shape}")
+    for i, b in enumerate(bs if check and _validate.is_concrete(bs) else ()):
+        _weights(f"bs[{i}]", b, m, dtype)
+    return ys, bs
+
+
+def _check_self(name, result, shape):
+    if result is None:
+        return None
+    if not isinstance(result, OTResult):
+        raise TypeError(f"{name} must be an OTResult from ot.self_transport, got {type(result).__name__}")
+    if result.f.shape != shape:
+        raise ValueError(f"{name} must hold potentials of shape {shape}, got {result.f.shape}")
+    return result
+
+
+def sinkhorn_divergences(
+    x: Any,
+    ys: Any,
+    a: Any = None,
+    bs: Any = None,
+    *,
+    epsilon: Any,
+    cost: str = "sqeuclidean",
+    max_iterations: int = 2000,
+    threshold: Any = 1e-3,
+    check_every: int | None = None,
+    epsilon_scaling: float | None = None,
+    init: Sequence[Any] | None = None,
+    self_x: OTResult | None = None,
+    self_ys: OTResult | None = None,
+    method: str = "stabilized",
+    warn: bool = True,
+    check: bool = True,
+) -> BatchedDivergenceResult:
+    """Debiased S_ε(μ, ν_k) for one cloud μ against K clouds ν_k, in one batched lockstep solve.
+
+        S_ε(μ, ν_k) = OT_ε(μ, ν_k) − ½ OT_ε(μ, μ) − ½ OT_ε(ν_k, ν_k)     (Feydy et al. 2019)
+
+    The K cross problems run as K lanes of one ``vmap``-ed solver (each lane stops on its own error
+    and is frozen once converged; ``num_iters`` per lane in ``xy``). OT_ε(μ, μ) is solved once for
+    the K divergences, or taken from ``self_x``; the K terms OT_ε(ν_k, ν_k) are solved (vmapped), or
+    taken from ``self_ys`` when the ν_k are fixed (a memory bank, a dataset): then only the K cross
+    problems and at most one self problem are solved. The same numbers as K calls of
+    :func:`sinkhorn_divergence` (tested). Safe under ``jax.vmap`` (many queries) and ``jit``;
+    differentiable like :func:`sinkhorn_divergence` (envelope theorem: ∂S_k/∂x_i = a_i (T_{μ→μ} −
+    T_{μ→ν_k})(x_i), ∂S_k/∂a_i = f_k(x_i) − s_μ(x_i) + const).
+
+    Args:
+        x: (n, d) support of μ.
+        ys: (K, m, d) supports of the ν_k (pad ragged clouds with zero-weight points).
+        a: weights of μ (uniform if None).
+        bs: (K, m) weights of the ν_k (uniform if None; each row ≥ 0, summing to 1).
+        epsilon: ε > 0, as :func:`entropic_ot`.
+        cost: as :func:`entropic_ot`.
+        max_iterations: as :func:`entropic_ot`.
+        threshold: L1 marginal error to stop at; may be an array (a flow's leaf: no recompile).
+        check_every: as :func:`entropic_ot`.
+        epsilon_scaling: as :func:`entropic_ot`; anneals the cross problems only.
+        init: warm start (f_xy (K, n), g_xy (K, m), f_xx (n,), g_yy (K, m)), e.g. the previous
+            result's :attr:`~BatchedDivergenceResult.potentials`; an entry may be None (zeros).
+        self_x: a precomputed :func:`self_transport` of (x, a) at this ε (not re-solved, not
+            re-checked beyond its shape).
+        self_ys: precomputed self transports of the ν_k with a leading K axis, e.g.
+            ``jax.vmap(lambda y, b: ot.self_transport(y, b, epsilon=ε))(ys, bs)``.
+        method: as :func:`entropic_ot`.
+        warn: as :func:`entropic_ot`.
+        check: as :func:`self_transport` (``False`` inside a flow's step).
+
+    Returns:
+        :class:`BatchedDivergenceResult`: values (K,), potentials, the three solves, maps.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[0.0, 0.0], [1.0, 0.0]])
+        >>> ys = jnp.stack([x, x + 3.0])
+        >>> res = sinkhorn_divergences(x, ys, epsilon=0.1)
+        >>> bool(res.value[0] < 1e-6), bool(res.value[1] > 1.0)
+        (True, True)
+    """
+    x = _cloud("x", x, check)
+    _validate.one_of("cost", cost, COSTS)
+    _validate.positive("epsilon", epsilon)
+    n, d = x.shape
+    a = _weights("a", a, n, x.dtype, check)
+    ys, bs = _batch_clouds(ys, bs, d, x.dtype, check)
+    k, m = ys.shape[:2]
+    eps = jnp.asarray(epsilon, x.dtype)
+    max_iterations, check_every = _solver_args(max_iterations, threshold, check_every, epsilon_scaling, method)
+    shapes = ((k, n), (k, m), (n,), (k, m))
+    if init is None:
+        init = (None,) * 4
+    if len(init) != 4:
+        raise ValueError("init must be (f_xy, g_xy, f_xx, g_yy) (e.g. a previous result's .potentials)")
+    init = tuple(
+        jnp.zeros(s, x.dtype) if v is None else jnp.asarray(v, x.dtype) for v, s in zip(init, shapes, strict=True)
+    )
+    for v, s, name in zip(init, shapes, ("f_xy", "g_xy", "f_xx", "g_yy"), strict=True):
+        if v.shape != s:
+            raise ValueError(f"init's {name} must have shape {s}, got {v.shape}")
+    self_x = _check_self("self_x", self_x, (n,))
+    self_ys = _check_self("self_ys", self_ys, (k, m))
+    result = _divergences_core(
+        x, ys, a, bs, eps, init, self_x, self_ys, cost, max_iterations, threshold, check_every, epsilon_scaling, method
+    )
+    if warn:
+        worst = jnp.maximum(jnp.max(result.xy.error), jnp.maximum(result.xx.error, jnp.max(result.yy.error)))
+        _warn_if_unconverged(result.converged, worst, eps, "sinkhorn_divergences")
+    return result
+
+
+@eqx.filter_jit
+def _divergences_core(
+    x, ys, a, bs, eps, init, self_x, self_ys, cost, max_iterations, threshold, check_every, scaling, method
+):
+    f0, g0, s0, gyy0 = init
+
+    def cross(y, b, f, g):
+        return _ot_core(x, y, a, b, eps, f, g, cost, max_iterations, threshold, check_every, scaling, method)
+
+    def own(y, b, g):
+        return _self_ot(y, b, eps, cost, max_iterations, threshold, check_every, g, method=method)
+
+    xy = jax.vmap(cross)(ys, bs, f0, g0)
+    yy = jax.vmap(own)(ys, bs, gyy0) if self_ys is None else self_ys
+    xx = own(x, a, s0) if self_x is None else self_x
+    raw = xy.cost - 0.5 * xx.cost - 0.5 * yy.cost
+    value = raw + jax.lax.stop_gradient(jnp.maximum(raw, 0.0) - raw)
+    converged = xy.converged & yy.converged & xx.converged
+    iters = jnp.maximum(jnp.max(xy.num_iters), jnp.maximum(xx.num_iters, jnp.max(yy.num_iters)))
+    return BatchedDivergenceResult(value, xy.f, xy.g, xx.f, yy.f, xy, xx, yy, converged, iters)
 
 
 def barycentric_map(result: OTResult, points: Any = None) -> Array:
@@ -711,8 +986,10 @@ def quantile_map(u: Any, v: Any, *, num_quantiles: int | None = None) -> Array:
     interpolated, as in the DP sliced-Wasserstein flow (METHODS.md §4b). Works along the last axis,
     so (k, n) projections map in one call.
     """
-    u = _validate.floating_array("u", u, min_ndim=1)
-    v = _validate.floating_array("v", v, min_ndim=1).astype(u.dtype)
+    u = _validate.finite("u", _validate.floating_array("u", u, min_ndim=1))
+    v = _validate.finite("v", _validate.floating_array("v", v, min_ndim=1)).astype(u.dtype)
+    if u.shape[-1] == 0 or v.shape[-1] == 0:
+        raise ValueError(f"u and v need at least one sample along the last axis, got {u.shape} and {v.shape}")
     if u.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"u and v must share leading axes, got {u.shape} and {v.shape}")
     if num_quantiles is None:

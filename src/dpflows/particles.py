@@ -216,6 +216,21 @@ def resample(key: PRNGKeyArray, particles: Particles) -> Particles:
     return Particles(x=particles.x[idx], logw=logw, v=particles.v[idx], t=particles.t, aux=particles.aux)
 
 
+def _check_scalar_leaf(name: str, value: Any) -> None:
+    """A finite real scalar (a Python number or a 0-d array; tracers pass through unchecked)."""
+    if value is None or isinstance(value, bool | str):
+        raise TypeError(f"{name} must be a real scalar, got {value!r}")
+    if not _validate.is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be a real scalar, got {value!r}")
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    if not np.isfinite(arr):
+        raise ValueError(f"{name} must be finite, got {arr.item()!r}")
+
+
 def reweight(particles: Particles, potential: Float[Array, " n"], rate: Any) -> Particles:
     """Centred multiplicative reweighting: log wᵢ ← log wᵢ − rate·(ψᵢ − ⟨w, ψ⟩), renormalised.
 
@@ -230,10 +245,11 @@ def reweight(particles: Particles, potential: Float[Array, " n"], rate: Any) -> 
         >>> reweight(p, jnp.array([0.0, jnp.log(3.0)]), 1.0).weights.tolist()
         [0.75, 0.25]
     """
-    psi = jnp.asarray(potential)
+    psi = _validate.floating_array("potential", potential)
     if psi.shape != particles.logw.shape:
         raise ValueError(f"potential must have shape {particles.logw.shape} (one value per particle), got {psi.shape}")
-    psi = psi.astype(particles.logw.dtype)
+    psi = _validate.finite("potential", psi).astype(particles.logw.dtype)
+    _check_scalar_leaf("rate", rate)
     a = particles.weights
     centred = psi - jnp.sum(jnp.where(a > 0, a * psi, 0.0))
     logw = particles.logw - jnp.asarray(rate, particles.logw.dtype) * centred
@@ -248,6 +264,8 @@ def resample_if(key: PRNGKeyArray, particles: Particles, threshold: Any) -> tupl
     ``resampled`` a boolean scalar. ``threshold`` is an array leaf (0 never resamples, 1 resamples
     unless the weights are uniform).
     """
+    _check_scalar_leaf("threshold", threshold)
+    _validate.in_closed_interval("threshold", threshold, 0.0, 1.0)
     n = particles.num_particles
     ess = particles.ess()
     do = ess < jnp.asarray(threshold, ess.dtype) * n

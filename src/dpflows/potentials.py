@@ -24,8 +24,12 @@ class GaussianPotential(eqx.Module):
     """V(x) = ½ (x − m)ᵀ P (x − m): the Gaussian target N(m, P⁻¹).
 
     Args:
-        mean: m, shape ``(d,)``.
-        precision: P, symmetric positive definite, shape ``(d, d)``.
+        mean: m, shape ``(d,)``, finite.
+        precision: P, symmetric positive definite, shape ``(d, d)``, finite (in ``mean``'s dtype).
+
+    Raises:
+        ValueError: a shape mismatch, NaN/inf entries, or P not symmetric positive definite
+            (concrete values; traced values are not checked).
 
     Example:
         >>> import jax.numpy as jnp
@@ -40,12 +44,15 @@ class GaussianPotential(eqx.Module):
     def __init__(self, mean: Any, precision: Any):
         mean = _validate.floating_array("mean", mean)
         precision = _validate.floating_array("precision", precision).astype(mean.dtype)
-        if mean.ndim != 1:
-            raise ValueError(f"mean must have shape (d,), got {mean.shape}")
+        if mean.ndim != 1 or mean.shape[0] == 0:
+            raise ValueError(f"mean must have shape (d,) with d >= 1, got {mean.shape}")
         d = mean.shape[0]
         if precision.shape != (d, d):
             raise ValueError(f"precision must have shape ({d}, {d}) to match mean, got {precision.shape}")
+        if _validate.is_concrete(mean):
+            _validate.finite("mean", mean)
         if _validate.is_concrete(precision):
+            _validate.finite("precision", precision)
             p = np.asarray(precision, dtype=np.float64)
             if not np.allclose(p, p.T, rtol=1e-5, atol=1e-8):
                 raise ValueError("precision must be symmetric")
@@ -56,10 +63,19 @@ class GaussianPotential(eqx.Module):
 
     @classmethod
     def from_covariance(cls, mean: Any, covariance: Any) -> GaussianPotential:
-        """N(m, Σ) given its covariance Σ (inverted once, here)."""
+        """N(m, Σ) given its covariance Σ (inverted once, here); Σ must be symmetric positive definite."""
         cov = _validate.floating_array("covariance", covariance)
-        _validate.finite("covariance", cov)
-        return cls(mean, jnp.linalg.inv(cov))
+        if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+            raise ValueError(f"covariance must be a square matrix (d, d), got shape {cov.shape}")
+        cov = _validate.finite("covariance", cov)
+        if _validate.is_concrete(cov):
+            c = np.asarray(cov, dtype=np.float64)
+            if c.size and (not np.allclose(c, c.T, rtol=1e-5, atol=1e-8) or np.linalg.eigvalsh(c).min() <= 0):
+                raise ValueError("covariance must be symmetric positive definite")
+        precision = jnp.linalg.inv(cov)
+        if _validate.is_concrete(precision) and not np.all(np.isfinite(np.asarray(precision))):
+            raise ValueError("covariance is too ill-conditioned to invert in its dtype (its inverse is not finite)")
+        return cls(mean, precision)
 
     @property
     def dim(self) -> int:
@@ -108,17 +124,24 @@ class GaussianMixturePotential(eqx.Module):
 
     def __init__(self, means: Any, weights: Any, scales: Any):
         means = _validate.floating_array("means", means)
-        if means.ndim != 2 or means.shape[0] == 0:
-            raise ValueError(f"means must have shape (k, d) with k >= 1, got {means.shape}")
+        if means.ndim != 2 or means.shape[0] == 0 or means.shape[1] == 0:
+            raise ValueError(f"means must have shape (k, d) with k, d >= 1, got {means.shape}")
+        if _validate.is_concrete(means):
+            _validate.finite("means", means)
         k = means.shape[0]
         weights = _validate.floating_array("weights", weights).astype(means.dtype)
         if weights.shape != (k,):
             raise ValueError(f"weights must have shape ({k},) to match means, got {weights.shape}")
-        scales = jnp.broadcast_to(_validate.floating_array("scales", scales).astype(means.dtype), (k,))
+        scales = _validate.floating_array("scales", scales).astype(means.dtype)
+        if scales.shape not in ((), (k,)):
+            raise ValueError(f"scales must be a scalar or have shape ({k},) to match means, got {scales.shape}")
+        scales = jnp.broadcast_to(scales, (k,))
         _validate.positive("scales", scales)
         if _validate.is_concrete(weights):
             w = np.asarray(weights, np.float64)
-            if np.any(~np.isfinite(w) | (w < 0)) or abs(w.sum() - 1) > 1e-5:
+            if np.any(~np.isfinite(w)):
+                raise ValueError(f"weights must be finite, got {_validate.show(w)}")
+            if np.any(w < 0) or abs(w.sum() - 1) > 1e-5:
                 raise ValueError(f"weights must be >= 0 and sum to one, got sum {w.sum():.6g}")
         self.means = means
         with np.errstate(divide="ignore"):

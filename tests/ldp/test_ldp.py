@@ -203,6 +203,98 @@ def test_particle_denoiser_data_errors():
         flow.init(jnp.zeros((5, 3)))
 
 
+# ------------------------------------------------------------------------------ leaves, sweeps, reliability
+class _CountSteps(dpflows.AbstractFlow):
+    """Wrapper counting how often the inner step is traced (once per compilation)."""
+
+    inner: ParticleDenoiser
+    counter: list = eqx.field(static=True)
+
+    def init(self, x, logw=None):
+        return self.inner.init(x, logw)
+
+    def step(self, state, key):
+        self.counter.append(1)
+        return self.inner.step(state, key)
+
+
+def test_denoisers_at_different_noise_epsilon_and_step_size_sweep_in_one_compile(key):
+    y, _, _, _ = _gaussian_problem(key, n_private=120)
+    counter: list = []
+    settings = [
+        {"noise": GaussianNoise(0.4)},
+        {"noise": GaussianNoise(0.6)},
+        {"noise": GaussianNoise(0.6), "epsilon": 0.1},  # a mismatched member beside matched ones
+        {"noise": GaussianNoise(0.5), "step_size": 0.5},
+    ]
+    flows = [_CountSteps(ParticleDenoiser(y, **{"step_size": 1.0, **kw}), counter) for kw in settings]
+    np.testing.assert_allclose([float(f.inner.effective_epsilon) for f in flows], [0.16, 0.36, 0.1, 0.25], rtol=1e-6)
+    state = flows[0].init(jr.normal(jr.key(3), (40, 2)))
+    final, trace = dpflows.sweep(flows, state, jr.key(1), 8)
+    traced = len(counter)
+    assert traced >= 1
+    again = [
+        _CountSteps(ParticleDenoiser(y, noise=GaussianNoise(s), step_size=1.0, epsilon=e), counter)
+        for s, e in ((0.45, None), (0.55, 0.2), (0.3, None), (0.7, 0.05))
+    ]
+    dpflows.sweep(again, state, jr.key(1), 8)
+    assert len(counter) == traced  # new σ, ε and a matched/mismatched mix: no recompile
+    assert bool(jnp.all(trace.ok))
+    for j, flow in enumerate(flows):
+        alone, _ = dpflows.run(flow.inner, state, jr.key(1), 8)
+        np.testing.assert_allclose(np.asarray(final.x[j]), np.asarray(alone.x), rtol=1e-4, atol=1e-5)
+
+
+def test_epsilon_none_is_the_matched_sentinel():
+    y = jnp.ones((5, 2))
+    matched = ParticleDenoiser(y, noise=GaussianNoise(0.5), step_size=1.0)
+    assert float(matched.epsilon) == ldp.MATCHED
+    assert float(matched.effective_epsilon) == pytest.approx(0.25)
+    assert float(ParticleDenoiser(y, noise=LaplaceNoise(0.7), step_size=1.0).effective_epsilon) == pytest.approx(0.7)
+    assert float(ParticleDenoiser(y, noise=GaussianNoise(0.5), step_size=1.0, loss="w2").effective_epsilon) == (
+        pytest.approx(ldp.W2_RELATIVE_EPSILON)
+    )
+    flow, axes = dpflows.stack([matched, ParticleDenoiser(y, noise=GaussianNoise(0.5), step_size=1.0, epsilon=0.3)])
+    assert axes.epsilon == 0
+    np.testing.assert_allclose(np.asarray(flow.epsilon), [0.0, 0.3])
+
+
+def test_data_too_large_for_the_dtype_is_refused_at_the_boundary():
+    big = 1e30 * jnp.ones((5, 2))
+    with pytest.raises(ValueError, match="y_private must have entries below") as err:
+        ParticleDenoiser(big, noise=GaussianNoise(1.0), step_size=1.0)
+    assert len(str(err.value)) < 300  # one sentence naming the argument, not a traceback from inside jit
+    flow = ParticleDenoiser(jnp.zeros((5, 2)), noise=GaussianNoise(1.0), step_size=1.0)
+    with pytest.raises(ValueError, match="x must have entries below"):
+        flow.init(big)
+    with pytest.raises(ValueError, match="y_private must have entries below"):
+        ldp.noise_matched_loss(jnp.zeros((3, 2)), big, noise=GaussianNoise(1.0))
+    with pytest.raises(ValueError, match="x_model must have entries below"):
+        ldp.noise_matched_loss(big, jnp.zeros((3, 2)), noise=GaussianNoise(1.0))
+    with pytest.raises(ValueError, match="y_private must have entries below"):
+        ldp.GeneratorLoss(big, noise=GaussianNoise(1.0), batch_size=4, latent_dim=2)
+    with pytest.raises(ValueError, match="sigma must be below"):
+        GaussianNoise(jnp.float32(1e20))  # σ² overflows float32
+    # a large but representable scale is fine
+    ParticleDenoiser(1e6 * jnp.ones((5, 2)), noise=GaussianNoise(1.0), step_size=1.0)
+
+
+def test_an_unconverged_inner_solve_is_named_not_the_step_size(key):
+    y = jr.normal(key, (50, 2))
+    flow = ParticleDenoiser(y, noise=GaussianNoise(1e-3), step_size=0.5)  # ε = 1e-6: Sinkhorn cannot converge
+    state = flow.init(jr.normal(jr.key(1), (20, 2)))
+    with pytest.raises(dpflows.FlowError) as err:
+        dpflows.run(flow, state, jr.key(2), 5)
+    msg = str(err.value)
+    assert "converge" in msg
+    assert "epsilon" in msg
+    assert "max_iterations" in msg
+    assert "smaller step" not in msg
+    with pytest.warns(dpflows.FlowWarning, match="did not converge"):
+        _, trace = dpflows.run(flow, state, jr.key(2), 5, throw=False)
+    assert not bool(jnp.any(trace["converged"]))
+
+
 # ------------------------------------------------------------------------------ generators
 class AffineGenerator(eqx.Module):
     """G(z) = m + L z: a Gaussian model, so the recovered law has closed-form moments."""
@@ -260,6 +352,68 @@ def test_mlp_generator_trains_on_the_matched_loss(key):
         gen, y, noise=GaussianNoise(sigma), optimizer=optax.adam(3e-3), num_steps=60, batch_size=128, key=jr.key(1)
     )
     assert float(jnp.mean(res.loss[-20:])) < float(jnp.mean(res.loss[:5]))
+
+
+def test_learning_rate_is_an_optimizer_state_leaf(key):
+    y, _, _, sigma = _gaussian_problem(key, n_private=200)
+    gen = AffineGenerator(jnp.zeros(2), jnp.eye(2))
+    kw = dict(noise=GaussianNoise(sigma), num_steps=5, batch_size=32, key=jr.key(0))
+    by_rate = ldp.train_generator(gen, y, learning_rate=0.01, **kw)
+    injected = optax.inject_hyperparams(optax.adam)(learning_rate=0.01)
+    by_opt = ldp.train_generator(gen, y, optimizer=injected, **kw)
+    plain = ldp.train_generator(gen, y, optimizer=optax.adam(0.01), **kw)
+    np.testing.assert_array_equal(np.asarray(by_rate.generator.lower), np.asarray(by_opt.generator.lower))
+    np.testing.assert_allclose(np.asarray(by_rate.generator.lower), np.asarray(plain.generator.lower), rtol=1e-5)
+    assert float(by_rate.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="exactly one of optimizer"):
+        ldp.train_generator(gen, y, **kw)
+    with pytest.raises(ValueError, match="exactly one of optimizer"):
+        ldp.train_generator(gen, y, optimizer=optax.adam(0.1), learning_rate=0.1, **kw)
+    with pytest.raises(ValueError, match="learning_rate"):
+        ldp.train_generator(gen, y, learning_rate=-1.0, **kw)
+
+
+def test_train_generator_checkpoints_and_resumes_bitwise(key, tmp_path):
+    y, _, _, sigma = _gaussian_problem(key, n_private=200)
+    gen = AffineGenerator(jnp.zeros(2), jnp.eye(2))
+    kw = dict(noise=GaussianNoise(sigma), learning_rate=0.01, num_steps=6, batch_size=32, key=jr.key(0))
+    plain = ldp.train_generator(gen, y, **kw)
+    saved = ldp.train_generator(gen, y, checkpoint=tmp_path / "ck", checkpoint_every=3, **kw)
+    resumed = ldp.train_generator(gen, y, checkpoint=tmp_path / "ck", checkpoint_every=3, **kw)
+    for res in (saved, resumed):
+        np.testing.assert_array_equal(np.asarray(res.loss), np.asarray(plain.loss))
+        np.testing.assert_array_equal(np.asarray(res.generator.lower), np.asarray(plain.generator.lower))
+    assert any((tmp_path / "ck").iterdir())
+
+
+def test_generator_losses_at_different_noise_train_as_one_vmap_of_fit(key):
+    y, _, _, _ = _gaussian_problem(key, n_private=200)
+    gen = AffineGenerator(jnp.zeros(2), jnp.eye(2))
+    opt = optax.inject_hyperparams(optax.adam)(learning_rate=0.01)
+    traces = []
+
+    def train(loss, k):
+        traces.append(1)
+        res = dpflows.fit(loss, gen, opt, k, 4, has_aux=True, throw=False)
+        return res.model.lower, res.trace["loss"]
+
+    def losses(sigmas, eps):
+        mods = [
+            ldp.GeneratorLoss(y, noise=GaussianNoise(s), batch_size=32, latent_dim=2, epsilon=e)
+            for s, e in zip(sigmas, eps, strict=True)
+        ]
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *mods)
+
+    fn = eqx.filter_jit(eqx.filter_vmap(train, in_axes=(eqx.if_array(0), None)))
+    lower, values = fn(losses((0.4, 0.6, 0.6), (None, None, 0.1)), jr.key(5))
+    fn(losses((0.5, 0.3, 0.7), (0.2, None, None)), jr.key(5))
+    assert len(traces) == 1
+    for j, (s, e) in enumerate(((0.4, None), (0.6, None), (0.6, 0.1))):
+        alone = ldp.train_generator(
+            gen, y, noise=GaussianNoise(s), epsilon=e, optimizer=opt, num_steps=4, batch_size=32, key=jr.key(5)
+        )
+        np.testing.assert_allclose(np.asarray(values[j]), np.asarray(alone.loss), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(lower[j]), np.asarray(alone.generator.lower), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

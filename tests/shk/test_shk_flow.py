@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dpflows
-from dpflows import shk
+from dpflows import kde, shk
 from dpflows.langevin import ULA
 from dpflows.metrics import gaussian_kl
 from dpflows.potentials import GaussianPotential
@@ -252,7 +252,7 @@ def test_kde_matches_the_direct_formula(chunk_size, leave_one_out, key):
         x = jr.normal(key, (50, 3), dtype=jnp.float64) * jnp.array([[1.0, 2.0, 0.5]]) + 100.0
         logw = jnp.log(jr.dirichlet(jr.fold_in(key, 1), jnp.ones(50, jnp.float64)))
         got = np.asarray(
-            shk.kde_log_density(x, logw, bandwidth=0.7, chunk_size=chunk_size, leave_one_out=leave_one_out)
+            kde.kde_log_density(x, logw, bandwidth=0.7, chunk_size=chunk_size, leave_one_out=leave_one_out)
         )
     xs, w = np.asarray(x), np.exp(np.asarray(logw))
     d2 = ((xs[:, None, :] - xs[None, :, :]) ** 2).sum(-1)
@@ -267,24 +267,24 @@ def test_kde_matches_the_direct_formula(chunk_size, leave_one_out, key):
 
 def test_kde_float32_is_accurate_far_from_the_origin(key):
     x = jr.normal(key, (300, 2)) + 1e3
-    got = np.asarray(shk.kde_log_density(x, bandwidth=0.3))
+    got = np.asarray(kde.kde_log_density(x, bandwidth=0.3))
     with jax.enable_x64(True):
-        ref = np.asarray(shk.kde_log_density(jnp.asarray(x, jnp.float64), bandwidth=0.3))
+        ref = np.asarray(kde.kde_log_density(jnp.asarray(x, jnp.float64), bandwidth=0.3))
     np.testing.assert_allclose(got, ref, atol=2e-3)
 
 
 def test_silverman_bandwidth_is_the_textbook_rule_and_scale_equivariant(key):
     x = jr.normal(key, (1000, 1)) * 2.0
     sd = float(np.std(np.asarray(x)))
-    np.testing.assert_allclose(float(shk.silverman_bandwidth(x)), (4 / 3) ** 0.2 * sd * 1000**-0.2, rtol=1e-5)
+    np.testing.assert_allclose(float(kde.silverman_bandwidth(x)), (4 / 3) ** 0.2 * sd * 1000**-0.2, rtol=1e-5)
     y = jr.normal(key, (500, 3))
     np.testing.assert_allclose(
-        float(shk.silverman_bandwidth(3.0 * y)), 3.0 * float(shk.silverman_bandwidth(y)), rtol=1e-5
+        float(kde.silverman_bandwidth(3.0 * y)), 3.0 * float(kde.silverman_bandwidth(y)), rtol=1e-5
     )
     # Weighted: only the effective sample size counts (half the particles at zero weight).
     w = jnp.concatenate([jnp.full(250, 1 / 250), jnp.zeros(250)])
     np.testing.assert_allclose(
-        float(shk.silverman_bandwidth(y, jnp.log(w))), float(shk.silverman_bandwidth(y[:250])), rtol=1e-5
+        float(kde.silverman_bandwidth(y, jnp.log(w))), float(kde.silverman_bandwidth(y[:250])), rtol=1e-5
     )
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .._checkpoint import atomic_write_bytes
+from .._checkpoint import atomic_write_bytes, clean_tmp, folder_lock
 
 __all__ = ["Experiment", "RunContext", "get", "load_config", "names", "register", "run_experiment"]
 
@@ -214,6 +214,14 @@ def run_experiment(
     behind. ``resume`` continues from the checkpoints in ``out``; without it an existing non-empty
     ``out`` is refused unless ``overwrite``.
 
+    The whole run, the ``resume``/``overwrite`` handling included, holds an exclusive lock on
+    ``out`` (a ``flock`` on ``.<name>.lock`` next to it): a second run on the same folder fails at
+    once, and temporary files are cleaned and old outputs deleted only under the lock.
+
+    Raises:
+        FolderLockedError: another live run holds ``out`` (the message names it and its pid).
+        FileExistsError: ``out`` is not empty and neither ``resume`` nor ``overwrite`` was given.
+
     Returns:
         The metrics dict (also written to ``metrics.json``).
     """
@@ -221,9 +229,23 @@ def run_experiment(
     out = Path(out)
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
+    with folder_lock(out):
+        _prepare_folder(out, exp, seed, cfg, resume=resume, overwrite=overwrite)
+        return _run_locked(exp, seed, cfg, out, progress=progress)
+
+
+def _prepare_folder(out: Path, exp: Experiment, seed: int, cfg: Any, *, resume: bool, overwrite: bool) -> None:
+    """Check, clear or create ``out``; the caller holds :func:`folder_lock` on it."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output folder {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         if overwrite:
-            shutil.rmtree(out)
+            # Move the old folder aside atomically, then delete it: a reader never sees it half gone.
+            trash = out.with_name(f".{out.name}.deleting-{os.getpid()}")
+            if trash.exists():
+                shutil.rmtree(trash)
+            os.rename(out, trash)
+            shutil.rmtree(trash)
         elif not resume:
             raise FileExistsError(
                 f"output folder {out} is not empty: pass --resume to continue that run or --overwrite to replace it"
@@ -239,7 +261,17 @@ def run_experiment(
                     f"cannot resume {out}: config key {changed[0]!r} differs from the run that wrote it "
                     f"({before.get(changed[0])!r} vs {now.get(changed[0])!r})"
                 )
-    out.mkdir(parents=True, exist_ok=True)
+        # We hold the lock: every temporary file here belongs to a dead run.
+        for folder in [out, *(p for p in out.rglob("*") if p.is_dir())]:
+            clean_tmp(folder, all_stale=True)
+    try:
+        os.mkdir(out)  # atomic: fails if the folder appeared meanwhile
+    except FileExistsError:
+        if not out.is_dir():
+            raise FileExistsError(f"output folder {out} exists and is not a folder") from None
+
+
+def _run_locked(exp: Experiment, seed: int, cfg: Any, out: Path, *, progress: bool) -> dict[str, Any]:
     resolved = resolved_config(exp, seed, cfg)
     atomic_write_bytes(out / "config.resolved.json", json.dumps(_jsonable(resolved), sort_keys=True).encode())
     ctx = RunContext(out, seed, progress=progress)

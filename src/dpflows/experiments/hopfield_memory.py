@@ -85,8 +85,11 @@ def _queries(key, patterns, kind, level, trials, **kw):
 
 @eqx.filter_jit
 def _sinkhorn_batch(memory: SinkhornHopfield, xs, ws, num_steps: int):
-    """Retrieve a batch of queries; the predicted index, final divergences and convergence flags."""
-    _, trace = memory.retrieve_many(xs, ws, num_steps=num_steps, tol=1e-6)
+    """Retrieve a batch of queries; the predicted index, final divergences and convergence flags.
+
+    ``warn=False``: unconverged solves are counted per query into the report instead.
+    """
+    _, trace = memory.retrieve_many(xs, ws, num_steps=num_steps, tol=1e-6, warn=False)
     final = trace["divergences"][:, -1]  # entries after a stop repeat the final state's values
     return jnp.argmin(final, axis=1), final, jnp.all(trace["converged"], axis=1)
 
@@ -204,6 +207,9 @@ def run_hopfield_perturbation(cfg: HopfieldPerturbationConfig, ctx: RunContext):
     metrics: dict = {}
     cells = [(k, d) for k in cfg.num_patterns for d in cfg.dims]
     bar = tqdm(total=len(cells) * len(cfg.perturbations) * len(cfg.levels), disable=not ctx.progress, desc="hopfield")
+    # A loop, not a sweep: the memories change shape from cell to cell, the perturbation kind is a
+    # code path, and within a cell only the queries vary (one compiled retrieval per cell already).
+    # Vmapping the level grid measured slower at demo size (benchmarks/bench_hopfield.py, "grid").
     for k, d in cells:
         pats, memory, baseline = _memories(jr.fold_in(key, 1000 * k + d), k, d, **_memory_args(cfg))
         cell = metrics.setdefault(f"K={k},d={d}", {})

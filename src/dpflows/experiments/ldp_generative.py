@@ -16,8 +16,11 @@ privacy claim is then void (anyone with the config can regenerate the noise) —
 
 from __future__ import annotations
 
+import functools as ft
 from dataclasses import dataclass
+from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -121,34 +124,121 @@ def loss_kwargs(variant: str, noise: ldp.GaussianNoise | ldp.LaplaceNoise, small
     return {"loss": variant}
 
 
-def fit_particles(key, y, noise, kwargs, *, num_particles, num_steps, dim, progress=False):
-    """The non-parametric model: a :class:`~dpflows.ldp.ParticleDenoiser` from N(0, ½I)."""
-    flow = ldp.ParticleDenoiser(y, noise=noise, step_size=1.0, max_iterations=300, **kwargs)
-    x0 = 0.5 * jr.normal(key, (num_particles, dim), dtype=y.dtype)
-    state, trace = dpflows.run(
-        flow, flow.init(x0), jr.fold_in(key, 1), num_steps, record_every=1, progress=progress, throw=False
-    )  # an unconverged Sinkhorn step is reported (converged_fraction), not fatal
-    return state.x, float(jnp.mean(trace["converged"]))
+class Member(NamedTuple):
+    """One fit in a grid: its key, the release it sees, the noise and the loss keywords."""
+
+    key: jax.Array
+    y: jax.Array
+    noise: ldp.GaussianNoise | ldp.LaplaceNoise
+    kwargs: dict
 
 
-def fit_generator(key, y, noise, kwargs, *, steps, batch_size, data_batch_size, learning_rate, num_samples):
-    """The parametric model: an MLP generator (latent 4 → data) trained with Adam, then sampled."""
-    k_init, k_train, k_sample = jr.split(key, 3)
-    gen = ldp.MLPGenerator(k_init, latent_dim=4, data_dim=y.shape[1], width=128, depth=3)
-    res = ldp.train_generator(
-        gen,
-        y,
-        noise=noise,
-        optimizer=optax.adam(learning_rate),
-        num_steps=steps,
-        batch_size=batch_size,
-        data_batch_size=data_batch_size,
-        key=k_train,
-        max_iterations=300,
-        **kwargs,
-    )
-    z = jr.normal(k_sample, (num_samples, 4), dtype=y.dtype)
-    return jax.vmap(res.generator)(z), float(jnp.mean(res.converged)) if steps else 1.0
+def _groups(members: list[Member]) -> list[list[int]]:
+    """Indices of members that share one compiled program (same noise type, loss and data shape)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        sig = (type(m.noise).__name__, m.kwargs.get("loss", "entropic"), tuple(m.y.shape), str(m.y.dtype))
+        groups.setdefault(sig, []).append(i)
+    return list(groups.values())
+
+
+def _stack(trees):
+    """Stack the array leaves of same-structure pytrees along a new leading axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def fit_particles(members: list[Member], *, num_particles: int, num_steps: int, dim: int, progress=False):
+    """The non-parametric model: a :class:`~dpflows.ldp.ParticleDenoiser` from N(0, ½I) per member.
+
+    Members that share a compiled program (same noise type and loss; ε, σ and the release are
+    leaves) run as one :func:`dpflows.sweep` with batched initial states. Returns one
+    ``(samples, converged_fraction)`` per member, in order.
+    """
+    out: list = [None] * len(members)
+    for idx in _groups(members):
+        group = [members[i] for i in idx]
+        flows = [ldp.ParticleDenoiser(m.y, noise=m.noise, step_size=1.0, max_iterations=300, **m.kwargs) for m in group]
+        x0 = [0.5 * jr.normal(m.key, (num_particles, dim), dtype=m.y.dtype) for m in group]
+        states = _stack([flows[0].init(x) for x in x0])
+        # an unconverged Sinkhorn step is reported (converged_fraction), not fatal
+        final, trace = dpflows.sweep(
+            flows, states, jr.fold_in(group[0].key, 1), num_steps, state_in_axes=0, progress=progress
+        )
+        conv = np.asarray(jnp.mean(trace["converged"], axis=1))
+        for j, i in enumerate(idx):
+            out[i] = (final.x[j], float(conv[j]))
+    return out
+
+
+def _make_generator(key, *, latent_dim, data_dim):
+    return ldp.MLPGenerator(key, latent_dim=latent_dim, data_dim=data_dim, width=128, depth=3)
+
+
+class _Trained(eqx.Module):
+    loss: ldp.GeneratorLoss
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    num_steps: int = eqx.field(static=True)
+
+    def __call__(self, generator, key):
+        res = dpflows.fit(self.loss, generator, self.optimizer, key, self.num_steps, has_aux=True, throw=False)
+        return res.model, res.trace.info["converged"]
+
+
+@eqx.filter_jit
+def _train_group(losses, generators, keys, optimizer, num_steps):
+    def one(loss, gen, key):
+        return _Trained(loss, optimizer, num_steps)(gen, key)
+
+    return eqx.filter_vmap(one)(losses, generators, keys)
+
+
+@eqx.filter_jit
+def _sample_group(generators, keys, num_samples, latent_dim):
+    def one(gen, key):
+        return jax.vmap(gen)(jr.normal(key, (num_samples, latent_dim)))
+
+    return eqx.filter_vmap(one)(generators, keys)
+
+
+def fit_generator(
+    members: list[Member], *, steps: int, batch_size: int, data_batch_size: int, learning_rate: float, num_samples: int
+):
+    """The parametric model: an MLP generator (latent 4 → data) per member, trained with Adam, then sampled.
+
+    Members sharing a compiled program train as one ``jax.vmap`` of :func:`dpflows.fit` over stacked
+    :class:`~dpflows.ldp.GeneratorLoss` es and generators (the learning rate is an optimizer-state
+    leaf). Returns one ``(samples, converged_fraction)`` per member, in order.
+    """
+    optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=jnp.asarray(learning_rate))
+    latent = 4
+    out: list = [None] * len(members)
+    for idx in _groups(members):
+        group = [members[i] for i in idx]
+        keys = [jr.split(m.key, 3) for m in group]  # init, train, sample
+        make = ft.partial(_make_generator, latent_dim=latent, data_dim=group[0].y.shape[1])
+        gens = eqx.filter_vmap(make)(jnp.stack([k[0] for k in keys]))
+        conv = np.ones(len(group))
+        if steps:
+            losses = _stack(
+                [
+                    ldp.GeneratorLoss(
+                        m.y,
+                        noise=m.noise,
+                        batch_size=batch_size,
+                        latent_dim=latent,
+                        data_batch_size=data_batch_size,
+                        max_iterations=300,
+                        **m.kwargs,
+                    )
+                    for m in group
+                ]
+            )
+            gens, converged = _train_group(losses, gens, jnp.stack([k[1] for k in keys]), optimizer, steps)
+            conv = np.asarray(jnp.mean(converged, axis=1))
+        samples = _sample_group(gens, jnp.stack([k[2] for k in keys]), num_samples, latent)
+        for j, i in enumerate(idx):
+            out[i] = (samples[j].astype(group[j].y.dtype), float(conv[j]))
+    return out
 
 
 def score(samples, clean_test, dataset: str) -> dict[str, float]:
@@ -182,22 +272,26 @@ def _label(mechanism, eps):
 
 # ------------------------------------------------------------------------------ ldp_2d
 def run_ldp_2d(cfg: LDP2DConfig, ctx: RunContext):
-    """Fit particles / generators to LDP releases of 2-D laws; score against clean held-out data."""
+    """Fit particles / generators to LDP releases of 2-D laws; score against clean held-out data.
+
+    The whole (dataset × seed × noise × loss) grid is gathered first, then fitted by one sweep per
+    compiled program (:func:`fit_particles`, :func:`fit_generator`) instead of one run per cell.
+    """
     from tqdm.auto import tqdm
 
     settings = _settings(cfg)
-    num_runs = len(cfg.datasets) * len(settings) * len(cfg.models) * len(cfg.losses) * cfg.num_seeds
-    results: dict[tuple, dict] = {}
     baseline: dict[tuple, dict] = {}
     examples: dict[tuple, np.ndarray] = {}
     certs: dict[tuple, privacy.PrivacyCertificate] = {}
-    bar = tqdm(total=num_runs, desc="ldp_2d", disable=not ctx.progress)
+    tests: dict[tuple, np.ndarray] = {}
+    grid: dict[str, list[tuple[tuple, Member]]] = {m: [] for m in cfg.models}
     for di, dataset in enumerate(cfg.datasets):
         for seed in range(cfg.num_seeds):
             key = jr.fold_in(jr.key(ctx.seed), 1000 * di + seed)
             k_data, k_test, k_model = jr.split(key, 3)
             x = _dataset(dataset, k_data, cfg.num_private)
             test = np.asarray(_dataset(dataset, k_test, cfg.num_test))
+            tests[(dataset, seed)] = test
             examples[(dataset, "clean")] = np.asarray(x[: cfg.num_test])
             for si, (mech, eps) in enumerate(settings):
                 rel = _privatise(release_key(ctx.seed, cfg.reproducible_noise, di, seed, si), x, mech, eps, cfg)
@@ -211,33 +305,35 @@ def run_ldp_2d(cfg: LDP2DConfig, ctx: RunContext):
                     for variant in cfg.losses:
                         kw = loss_kwargs(variant, noise, cfg.small_eps_factor)
                         k = jr.fold_in(k_model, 100 * si + 10 * MODELS.index(model) + LOSS_VARIANTS.index(variant))
-                        if model == "particles":
-                            samples, conv = fit_particles(
-                                k, y, noise, kw, num_particles=cfg.num_particles, num_steps=cfg.particle_steps, dim=2
-                            )
-                        else:
-                            samples, conv = fit_generator(
-                                k,
-                                y,
-                                noise,
-                                kw,
-                                steps=cfg.generator_steps,
-                                batch_size=cfg.batch_size,
-                                data_batch_size=cfg.data_batch_size,
-                                learning_rate=cfg.learning_rate,
-                                num_samples=cfg.num_test,
-                            )
-                        samples = np.asarray(samples)
-                        rng = np.random.default_rng(seed)
-                        scored = samples[rng.choice(samples.shape[0], cfg.num_test, samples.shape[0] < cfg.num_test)]
-                        results[(dataset, mech, eps, model, variant, seed)] = {
-                            **score(scored, test, dataset),
-                            "converged_fraction": conv,
-                        }
-                        if seed == 0:
-                            examples[(dataset, mech, eps, model, variant)] = samples
-                        bar.update(1)
+                        grid[model].append(((dataset, mech, eps, model, variant, seed), Member(k, y, noise, kw)))
+    bar = tqdm(total=sum(len(v) for v in grid.values()), desc="ldp_2d", disable=not ctx.progress)
+    fitted: list[tuple[tuple, tuple]] = []
+    for model, cells in grid.items():
+        members = [m for _, m in cells]
+        if model == "particles":
+            outs = fit_particles(members, num_particles=cfg.num_particles, num_steps=cfg.particle_steps, dim=2)
+        else:
+            outs = fit_generator(
+                members,
+                steps=cfg.generator_steps,
+                batch_size=cfg.batch_size,
+                data_batch_size=cfg.data_batch_size,
+                learning_rate=cfg.learning_rate,
+                num_samples=cfg.num_test,
+            )
+        fitted += [(tag, o) for (tag, _), o in zip(cells, outs, strict=True)]
+        bar.update(len(cells))
     bar.close()
+    results: dict[tuple, dict] = {}
+    for tag, (samples, conv) in fitted:
+        dataset, mech, eps, model, variant, seed = tag
+        samples = np.asarray(samples)
+        test = tests[(dataset, seed)]
+        rng = np.random.default_rng(seed)
+        scored = samples[rng.choice(samples.shape[0], cfg.num_test, samples.shape[0] < cfg.num_test)]
+        results[tag] = {**score(scored, test, dataset), "converged_fraction": conv}
+        if seed == 0:
+            examples[(dataset, mech, eps, model, variant)] = samples
     _plot_scatter(ctx, cfg, settings, examples)
     _plot_curves(ctx, cfg, results, baseline)
     return _summarise_2d(cfg, settings, results, baseline, certs)
@@ -458,13 +554,10 @@ def run_ldp_digits(cfg: LDPDigitsConfig, ctx: RunContext):
     x_te, y_te = images[test] - 0.5, labels[test]
     oracle = _classifier_accuracy(np.asarray(x_tr), y_tr, x_te, y_te)
     rows, out, grids = [], {"noise_seed": noise_note(cfg.reproducible_noise)[0], "oracle_accuracy": oracle}, {}
-    bar = tqdm(total=len(cfg.sigmas) * cfg.num_seeds, desc="ldp_digits", disable=not ctx.progress)
+    releases: dict[tuple, tuple] = {}
     for si, sigma in enumerate(cfg.sigmas):
         eps = privacy.gaussian_epsilon(sigma, cfg.delta, 2 * DIGITS_RADIUS)
-        acc: dict[str, list] = {"privatized": [], **{v: [] for v in cfg.losses}}
-        mmd: dict[str, list] = {"privatized": [], **{v: [] for v in cfg.losses}}
         for seed in range(cfg.num_seeds):
-            key = jr.fold_in(jr.key(ctx.seed), 100 * si + seed)
             rel = privacy.gaussian_ldp(
                 release_key(ctx.seed, cfg.reproducible_noise, si, seed),
                 x_tr,
@@ -472,37 +565,53 @@ def run_ldp_digits(cfg: LDPDigitsConfig, ctx: RunContext):
                 delta=cfg.delta,
                 radius=DIGITS_RADIUS,
             )
-            y = rel.value
-            noise = ldp.noise_of(rel)
+            releases[(sigma, seed)] = (rel.value, ldp.noise_of(rel))
+    # One sweep per (class, loss program) over every σ, seed and variant: the classes differ in size.
+    cells = [
+        (si, sigma, seed, variant)
+        for si, sigma in enumerate(cfg.sigmas)
+        for seed in range(cfg.num_seeds)
+        for variant in cfg.losses
+    ]
+    parts: dict[tuple, list] = {cell: [None] * 10 for cell in cells}
+    bar = tqdm(total=10, desc="ldp_digits", disable=not ctx.progress)
+    for c in range(10):
+        members = []
+        for si, sigma, seed, variant in cells:
+            y, noise = releases[(sigma, seed)]
+            key = jr.fold_in(jr.key(ctx.seed), 100 * si + seed)
+            k = jr.fold_in(key, 17 * c + LOSS_VARIANTS.index(variant))
+            members.append(Member(k, y[y_tr == c], noise, loss_kwargs(variant, noise, cfg.small_eps_factor)))
+        outs = fit_particles(members, num_particles=cfg.particles_per_class, num_steps=cfg.steps, dim=64)
+        for cell, (xc, _) in zip(cells, outs, strict=True):
+            parts[cell][c] = np.asarray(xc)
+        bar.update(1)
+    bar.close()
+    for si, sigma in enumerate(cfg.sigmas):
+        eps = privacy.gaussian_epsilon(sigma, cfg.delta, 2 * DIGITS_RADIUS)
+        acc: dict[str, list] = {"privatized": [], **{v: [] for v in cfg.losses}}
+        mmd: dict[str, list] = {"privatized": [], **{v: [] for v in cfg.losses}}
+        for seed in range(cfg.num_seeds):
+            y, _ = releases[(sigma, seed)]
             acc["privatized"].append(_classifier_accuracy(np.asarray(y), y_tr, x_te, y_te))
             mmd["privatized"].append(metrics.mmd(np.asarray(y), x_te, bandwidths=(2.0, 4.0, 8.0)))
             for variant in cfg.losses:
-                kw = loss_kwargs(variant, noise, cfg.small_eps_factor)
-                parts = []
-                for c in range(10):
-                    yc = y[y_tr == c]
-                    k = jr.fold_in(key, 17 * c + LOSS_VARIANTS.index(variant))
-                    xc, _ = fit_particles(
-                        k, yc, noise, kw, num_particles=cfg.particles_per_class, num_steps=cfg.steps, dim=64
-                    )
-                    parts.append(np.asarray(xc))
-                gen = np.concatenate(parts)
-                gen_labels = np.concatenate([np.full(p.shape[0], c) for c, p in enumerate(parts)])
+                cls_parts = parts[(si, sigma, seed, variant)]
+                gen = np.concatenate(cls_parts)
+                gen_labels = np.concatenate([np.full(p.shape[0], c) for c, p in enumerate(cls_parts)])
                 acc[variant].append(_classifier_accuracy(gen, gen_labels, x_te, y_te))
                 mmd[variant].append(metrics.mmd(gen, x_te, bandwidths=(2.0, 4.0, 8.0)))
                 if seed == 0:
-                    grids[(sigma, variant)] = np.stack([p[0] for p in parts])
+                    grids[(sigma, variant)] = np.stack([p[0] for p in cls_parts])
             if seed == 0:
                 grids[(sigma, "privatized")] = np.stack([np.asarray(y[y_tr == c][0]) for c in range(10)])
-            bar.update(1)
         out[f"sigma={sigma:g}"] = {
             "epsilon_per_record": eps,
             "accuracy": {k: _mean_sd(v) for k, v in acc.items()},
             "mmd": {k: _mean_sd(v) for k, v in mmd.items()},
         }
-        cells = " | ".join(f"{_mean_sd(acc[k])[0]:.3f}" for k in ["privatized", *cfg.losses])
-        rows.append(f"| {sigma:g} | {eps:.1f} | {cells} |")
-    bar.close()
+        cells_row = " | ".join(f"{_mean_sd(acc[k])[0]:.3f}" for k in ["privatized", *cfg.losses])
+        rows.append(f"| {sigma:g} | {eps:.1f} | {cells_row} |")
     grids["clean"] = np.stack([np.asarray(x_tr[y_tr == c][0]) for c in range(10)])
 
     cols = ["privatized", *cfg.losses]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -127,15 +128,41 @@ def _zero_log_density(theta):
     return jnp.zeros((), theta.dtype)
 
 
-def sample_weights(key, data, *, epsilon, radius, time, reaction, num_particles, num_steps):
-    """Candidates and their exact pure-reaction weights (the released draw picks one ∝ w)."""
-    dim = data[0].shape[1]
+def make_flow(data, *, epsilon, radius, time, reaction, num_steps) -> shk.SHKSampler:
+    """The exact pure-reaction sampler towards the EM target at ε, run to time t in ``num_steps`` steps.
+
+    ε, t (through the step size t/num_steps) and β are array leaves: flows at different grid points
+    stack into one :func:`dpflows.sweep` that compiles once, with the data as one unbatched leaf.
+    """
     potential = shk.exponential_mechanism(logistic_loss, data, sensitivity=radius, epsilon=epsilon)
-    flow = shk.SHKSampler(potential, step_size=time / num_steps, transport=0.0, reaction=reaction)
-    x0 = uniform_ball(key, num_particles, dim, radius)
-    state = flow.init(x0, log_density0=_zero_log_density)
+    return shk.SHKSampler(potential, step_size=time / num_steps, transport=0.0, reaction=reaction)
+
+
+def initial_state(flow: shk.SHKSampler, key, *, dim, radius, num_particles) -> dpflows.Particles:
+    """The n data-independent candidates, uniform in the ball, in the exact mode (ρ₀ known: constant)."""
+    return flow.init(uniform_ball(key, num_particles, dim, radius), log_density0=_zero_log_density)
+
+
+def sample_weights(key, data, *, epsilon, radius, time, reaction, num_particles, num_steps):
+    """Candidates and their exact pure-reaction weights at one grid point (the released draw picks one ∝ w)."""
+    flow = make_flow(data, epsilon=epsilon, radius=radius, time=time, reaction=reaction, num_steps=num_steps)
+    state = initial_state(flow, key, dim=data[0].shape[1], radius=radius, num_particles=num_particles)
     final, _ = dpflows.run(flow, state, jr.fold_in(key, 1), num_steps)
     return final
+
+
+def sweep_weights(key, data, points, *, radius, reaction, num_particles, num_steps) -> list[dpflows.Particles]:
+    """:func:`sample_weights` at every (ε, t) in ``points``, as one :func:`dpflows.sweep` (one compilation).
+
+    Every member starts from the same candidates (those of ``key``) and gets the run key
+    ``fold_in(key, 1)``, exactly as :func:`sample_weights` does point by point.
+    """
+    flows = [
+        make_flow(data, epsilon=e, radius=radius, time=t, reaction=reaction, num_steps=num_steps) for e, t in points
+    ]
+    state = initial_state(flows[0], key, dim=data[0].shape[1], radius=radius, num_particles=num_particles)
+    final, trace = dpflows.sweep(flows, state, jr.fold_in(key, 1), num_steps, throw=True)
+    return [jax.tree_util.tree_map(lambda a, i=i: a[i], final) for i in range(len(points))]
 
 
 def expected_accuracy(state: dpflows.Particles, x_test, y_test) -> float:
@@ -173,6 +200,34 @@ def audit_sampler(time: float):
     return mechanism
 
 
+def grid_accuracy(cfg: SHKPrivateRegressionConfig, key, data, x_test, y_test):
+    """Expected accuracy (mean, SE over seeds) along the ε curve (t = ``time``) and the t curve.
+
+    One :func:`dpflows.sweep` per seed over all (ε, t) points (the seeds differ in their candidate
+    sets); every sweep reuses the first one's compiled program.
+    """
+    points = [(e, cfg.time) for e in cfg.epsilons] + [(cfg.epsilon_for_time, t) for t in cfg.times]
+    accs = np.array(
+        [
+            [
+                expected_accuracy(state, x_test, y_test)
+                for state in sweep_weights(
+                    jr.fold_in(key, s),
+                    data,
+                    points,
+                    radius=cfg.radius,
+                    reaction=cfg.reaction,
+                    num_particles=cfg.num_particles,
+                    num_steps=cfg.num_steps,
+                )
+            ]
+            for s in range(cfg.num_seeds)
+        ]
+    )  # (seeds, points)
+    stats = [(float(np.mean(a)), float(np.std(a) / np.sqrt(len(a)))) for a in accs.T]
+    return stats[: len(cfg.epsilons)], stats[len(cfg.epsilons) :]
+
+
 def run_shk_private_regression(cfg: SHKPrivateRegressionConfig, ctx: RunContext):
     """Accuracy vs ε and vs t, the ε(t) curves, and the A4 audit next to its certificate."""
     import matplotlib
@@ -185,28 +240,7 @@ def run_shk_private_regression(cfg: SHKPrivateRegressionConfig, ctx: RunContext)
     data = (x_tr, y_tr)
     key = jr.key(ctx.seed)
 
-    def acc_at(eps, t):
-        accs = [
-            expected_accuracy(
-                sample_weights(
-                    jr.fold_in(key, s),
-                    data,
-                    epsilon=eps,
-                    radius=cfg.radius,
-                    time=t,
-                    reaction=cfg.reaction,
-                    num_particles=cfg.num_particles,
-                    num_steps=cfg.num_steps,
-                ),
-                x_te,
-                y_te,
-            )
-            for s in range(cfg.num_seeds)
-        ]
-        return float(np.mean(accs)), float(np.std(accs) / np.sqrt(len(accs)))
-
-    acc_eps = [acc_at(e, cfg.time) for e in cfg.epsilons]
-    acc_t = [acc_at(cfg.epsilon_for_time, t) for t in cfg.times]
+    acc_eps, acc_t = grid_accuracy(cfg, key, data, x_te, y_te)
     eps_t = {
         e: [
             shk.dp_certificate(
@@ -242,7 +276,7 @@ def run_shk_private_regression(cfg: SHKPrivateRegressionConfig, ctx: RunContext)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ts = np.linspace(0, max(cfg.times), 200)
     for e in cfg.epsilons:
-        axes[0].plot(ts, -np.expm1(-cfg.reaction * ts) * e, label=f"ε = {e:g}")
+        axes[0].plot(ts, shk.reaction_epsilon(e, ts, reaction=cfg.reaction), label=f"ε = {e:g}")
     axes[0].set_xlabel("flow time t")
     axes[0].set_ylabel("certified ε(t) (covers the released draw)")
     axes[0].set_yscale("log")
@@ -256,7 +290,7 @@ def run_shk_private_regression(cfg: SHKPrivateRegressionConfig, ctx: RunContext)
     axes[1].set_ylabel("expected test accuracy")
     axes[1].legend(fontsize=7)
     m, se = np.array(acc_t).T
-    eps_of_t = [-np.expm1(-cfg.reaction * t) * cfg.epsilon_for_time for t in cfg.times]
+    eps_of_t = [shk.reaction_epsilon(cfg.epsilon_for_time, t, reaction=cfg.reaction) for t in cfg.times]
     axes[2].errorbar(eps_of_t, m, yerr=2 * se, marker="o", capsize=3)
     for t, e, a in zip(cfg.times, eps_of_t, m, strict=True):
         axes[2].annotate(f"t={t:g}", (e, a), fontsize=7)
@@ -274,6 +308,7 @@ def run_shk_private_regression(cfg: SHKPrivateRegressionConfig, ctx: RunContext)
         "audit": audit_metrics,
         "train_size": int(x_tr.shape[0]),
     }
+    factor = shk.reaction_epsilon(1.0, cfg.time, reaction=cfg.reaction)  # ε(t)/ε
     eps_rows = "\n".join(f"| {e:g} | {a:.3f} ± {2 * s:.3f} |" for e, (a, s) in zip(cfg.epsilons, acc_eps, strict=True))
     report = f"""
 Exponential-mechanism logistic regression on breast cancer ({x_tr.shape[0]} train / {x_te.shape[0]} test,
@@ -283,7 +318,7 @@ uniform ball, β = {cfg.reaction:g}. Accuracy is the expected accuracy of the si
 (mean ± 2 SE over {cfg.num_seeds} seeds). Non-private logistic regression: {nonprivate:.3f};
 majority class: {majority:.3f}.
 
-| ε (t = {cfg.time:g}, so ε(t) = {-np.expm1(-cfg.reaction * cfg.time):.4f} ε) | expected test accuracy |
+| ε (t = {cfg.time:g}, so ε(t) = {factor:.4f} ε) | expected test accuracy |
 |---|---|
 {eps_rows}
 

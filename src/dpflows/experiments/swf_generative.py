@@ -8,6 +8,11 @@ Methods at each privacy level (``epsilons``; ``.inf`` is the non-private flow):
 
 Release keys come from OS entropy unless ``reproducible_noise`` (then from ``seed``, which voids the
 guarantee; the report says so).
+
+The ε grid of one method on one dataset is one compiled program: ``private_release`` draws a release
+per ε (the only step that reads the private rows), and the flows on those releases run as one
+``dpflows.sweep`` (the generators as one ``jax.vmap`` of the ``dpflows.fit``-based trainer).
+Every member uses the same run key, as the per-ε runs did.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -23,7 +29,7 @@ from tqdm.auto import tqdm
 
 import dpflows
 from dpflows import data, metrics, ot, swf
-from dpflows.ldp import MLPGenerator
+from dpflows.nn import MLPGenerator
 
 from ._common import check_positive, release_key
 from ._registry import RunContext, register
@@ -49,28 +55,49 @@ def _privacy_note(cfg) -> str:
     return "Release keys from OS entropy (not recorded)."
 
 
-def _fit(cfg, method: str, eps: float, y, x0, key, rkey):
-    """One model on private rows ``y``: returns samples (len(x0) of them) and the certificate."""
-    common = dict(epsilon=eps, delta=cfg.delta, num_projections=cfg.num_projections, key=rkey)
-    if method == "flow":
-        flow = swf.DPSlicedWassersteinFlow(y, step_size=cfg.step_size, num_steps=cfg.flow_steps, **common)
-        out, _ = dpflows.run(flow, flow.init(x0), key, cfg.flow_steps)
-        return out.x, flow.certificate
-    batch = max(1, round(cfg.sampling_rate * y.shape[0])) if cfg.sampling_rate < 1 else None
-    steps = cfg.resample_steps if method == "flow_r" else cfg.generator_steps
-    flow = swf.DPSlicedWassersteinFlow(
-        y, step_size=cfg.resample_step_size, num_steps=steps, resample=True, batch_size=batch, **common
-    )
-    if method == "flow_r":
-        out, _ = dpflows.run(flow, flow.init(x0), key, steps)
-        return out.x, flow.certificate
-    d = y.shape[1]
+def _releases(cfg, method: str, y, rkeys):
+    """One release per ε of ``cfg.epsilons`` (keys ``rkeys``) of private rows ``y``, and their certificates.
+
+    Exact tables are padded to the widest Poisson batch of the grid so that the releases stack.
+    """
+    kwargs = dict(delta=cfg.delta, num_projections=cfg.num_projections)
+    if method != "flow":
+        kwargs["batch_size"] = max(1, round(cfg.sampling_rate * y.shape[0])) if cfg.sampling_rate < 1 else None
+        kwargs["num_releases"] = cfg.resample_steps if method == "flow_r" else cfg.generator_steps
+    drawn = [swf.private_release(rk, y, epsilon=eps, **kwargs) for rk, eps in zip(rkeys, cfg.epsilons, strict=True)]
+    width = max(release.tables.shape[-1] for release, _ in drawn)
+    return [release.pad_tables(width) for release, _ in drawn], [cert for _, cert in drawn]
+
+
+def _samples(cfg, method: str, releases, x0, key):
+    """Samples (len(releases), len(x0), d) of ``method`` on each release: one sweep, or one vmapped fit."""
+    if method in ("flow", "flow_r"):
+        step_size = cfg.step_size if method == "flow" else cfg.resample_step_size
+        num_steps = cfg.flow_steps if method == "flow" else cfg.resample_steps
+        flows = [swf.DPSlicedWassersteinFlow(release, step_size=step_size) for release in releases]
+        state = flows[0].init(x0)
+        if len(flows) == 1:  # a sweep needs two members
+            out, _ = dpflows.run(flows[0], state, key, num_steps)
+            return out.x[None]
+        out, _ = dpflows.sweep(flows, state, key, num_steps, throw=True)
+        return out.x
+    d = x0.shape[1]
     gen = MLPGenerator(jr.fold_in(key, 1), latent_dim=d, data_dim=d, width=cfg.generator_width, depth=2)
-    res = swf.train_sliced_generator(
-        gen, flow, key=key, num_steps=steps, batch_size=cfg.generator_batch, learning_rate=cfg.learning_rate
-    )
     z = jr.normal(jr.fold_in(key, 2), x0.shape, dtype=x0.dtype)
-    return jax.vmap(res.generator)(z), flow.certificate
+
+    def train(release):
+        res = swf.train_sliced_generator(
+            gen,
+            release,
+            key=key,
+            num_steps=cfg.generator_steps,
+            batch_size=cfg.generator_batch,
+            learning_rate=cfg.learning_rate,
+        )
+        return jax.vmap(res.generator)(z)
+
+    stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *releases)
+    return eqx.filter_vmap(train)(stacked)
 
 
 def _eps_label(eps: float) -> str:
@@ -153,22 +180,31 @@ def run_swf_2d(cfg: SWF2DConfig, ctx: RunContext):
     )
     total = len(cfg.datasets) * len(cfg.methods) * len(cfg.epsilons) * cfg.num_seeds
     bar = tqdm(total=total, disable=not ctx.progress, desc="swf_2d")
+    scores, shown = {}, {}
     for di, name in enumerate(cfg.datasets):
         draw = data.eight_gaussians if name == "eight_gaussians" else data.two_moons
+        for s in range(cfg.num_seeds):
+            key = jr.fold_in(jr.key(ctx.seed), 1000 * di + s)
+            y, _ = draw(jr.fold_in(key, 0), cfg.num_private)
+            test, _ = draw(jr.fold_in(key, 1), cfg.num_particles)
+            x0 = jr.normal(jr.fold_in(key, 2), (cfg.num_particles, 2), dtype=y.dtype)
+            dirs = ot.random_directions(jr.fold_in(key, 4), 2, 256)
+            for mi, method in enumerate(cfg.methods):
+                rkeys = [
+                    release_key(ctx.seed, cfg.reproducible_noise, di, mi, ei, s) for ei in range(len(cfg.epsilons))
+                ]
+                releases, _ = _releases(cfg, method, y, rkeys)
+                for ei, x in enumerate(_samples(cfg, method, releases, x0, jr.fold_in(key, 3))):
+                    entry = scores.setdefault((di, mi, ei), {"sliced_w2": [], "mmd": []})
+                    entry["sliced_w2"].append(float(ot.sliced_wasserstein(x, test, directions=dirs)))
+                    entry["mmd"].append(metrics.mmd(x, test))
+                    shown[(di, mi, ei)] = (x, test)
+                bar.update(len(cfg.epsilons))
+    for di, name in enumerate(cfg.datasets):
         for mi, method in enumerate(cfg.methods):
             for ei, eps in enumerate(cfg.epsilons):
-                sws, mmds = [], []
-                for s in range(cfg.num_seeds):
-                    key = jr.fold_in(jr.key(ctx.seed), 1000 * di + s)
-                    y, _ = draw(jr.fold_in(key, 0), cfg.num_private)
-                    test, _ = draw(jr.fold_in(key, 1), cfg.num_particles)
-                    x0 = jr.normal(jr.fold_in(key, 2), (cfg.num_particles, 2), dtype=y.dtype)
-                    rkey = release_key(ctx.seed, cfg.reproducible_noise, di, mi, ei, s)
-                    x, _ = _fit(cfg, method, eps, y, x0, jr.fold_in(key, 3), rkey)
-                    dirs = ot.random_directions(jr.fold_in(key, 4), 2, 256)
-                    sws.append(float(ot.sliced_wasserstein(x, test, directions=dirs)))
-                    mmds.append(metrics.mmd(x, test))
-                    bar.update(1)
+                sws, mmds = scores[(di, mi, ei)]["sliced_w2"], scores[(di, mi, ei)]["mmd"]
+                x, test = shown[(di, mi, ei)]
                 ax = axes[di * len(cfg.methods) + mi, ei]
                 ax.scatter(*np.asarray(test).T, s=1, c="0.8")
                 ax.scatter(*np.asarray(x).T, s=1, c="C0")
@@ -312,23 +348,25 @@ def run_swf_digits(cfg: SWFDigitsConfig, ctx: RunContext):
     )
     cert_lines = []
     for mi, method in enumerate(cfg.methods):
-        for ei, eps in enumerate(cfg.epsilons):
-            runs = []
-            for s in range(cfg.num_seeds):
-                codes, cert = [], None
-                for c in range(10):
-                    k = jr.fold_in(key, 10_000 + 1000 * s + c)
-                    x0 = jr.normal(jr.fold_in(k, 0), (n, cfg.latent_dim))
-                    rkey = release_key(ctx.seed, cfg.reproducible_noise, mi, ei, s, c)
-                    x, cert = _fit(cfg, method, eps, jnp.asarray(by_class[c]), x0, jr.fold_in(k, 1), rkey)
-                    codes.append(x)
-                    bar.update(1)
-                imgs, m = score(jnp.concatenate(codes))
-                runs.append(m)
+        runs = {ei: [] for ei in range(len(cfg.epsilons))}
+        for s in range(cfg.num_seeds):
+            codes, certs = {ei: [] for ei in runs}, None
+            for c in range(10):
+                k = jr.fold_in(key, 10_000 + 1000 * s + c)
+                x0 = jr.normal(jr.fold_in(k, 0), (n, cfg.latent_dim))
+                rkeys = [release_key(ctx.seed, cfg.reproducible_noise, mi, ei, s, c) for ei in runs]
+                releases, certs = _releases(cfg, method, jnp.asarray(by_class[c]), rkeys)
+                for ei, x in enumerate(_samples(cfg, method, releases, x0, jr.fold_in(k, 1))):
+                    codes[ei].append(x)
+                bar.update(len(cfg.epsilons))
+            for ei, eps in enumerate(cfg.epsilons):
+                imgs, m = score(jnp.concatenate(codes[ei]))
+                runs[ei].append(m)
                 if s == 0:
                     grids[(method, eps)] = imgs.reshape(10, n, 8, 8)[:, :6]
-                    cert_lines.append(f"- {method}, ε = {_eps_label(eps)}: {cert}".split("\n")[0])
-            agg = {name: [r[name] for r in runs] for name in runs[0]}
+                    cert_lines.append(f"- {method}, ε = {_eps_label(eps)}: {certs[ei]}".split("\n")[0])
+        for ei, eps in enumerate(cfg.epsilons):
+            agg = {name: [r[name] for r in runs[ei]] for name in runs[ei][0]}
             results[f"{method}/eps={_eps_label(eps)}"] = agg
             rows.append(
                 f"| {method} | {_eps_label(eps)} | {_mean_sd(agg['fid'])} | {_mean_sd(agg['latent_sw2'])} | "

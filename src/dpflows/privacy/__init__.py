@@ -15,7 +15,14 @@ from .audit import (
     audit_mu_scores,
     clopper_pearson,
 )
+from .calibration import (
+    calibrate_subsampled_gaussian,
+    classical_gaussian_multiplier,
+    subsampled_gaussian_epsilon,
+    subsampled_gaussian_event,
+)
 from .certificate import COVERS, THREAT_MODEL, PrivacyCertificate, Release
+from .conversions import binary_kl, bounded_range_epsilon, delta_from_kl, epsilon_from_kl
 from .mechanisms import (
     exponential_mechanism,
     gaussian_ldp,
@@ -51,9 +58,15 @@ __all__ = [
     "audit_epsilon_scores",
     "audit_mu",
     "audit_mu_scores",
+    "binary_kl",
+    "bounded_range_epsilon",
     "calibrate_gaussian",
     "calibrate_noise_multiplier",
+    "calibrate_subsampled_gaussian",
+    "classical_gaussian_multiplier",
     "clopper_pearson",
+    "delta_from_kl",
+    "epsilon_from_kl",
     "epsilon_from_rdp",
     "exponential_mechanism",
     "gaussian_delta",
@@ -73,4 +86,6 @@ __all__ = [
     "rdp_subsampled_gaussian",
     "release_key",
     "snapping_guarantee",
+    "subsampled_gaussian_epsilon",
+    "subsampled_gaussian_event",
 ]

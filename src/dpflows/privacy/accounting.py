@@ -50,6 +50,42 @@ def _count(count: Any) -> int:
     return _validate.positive_int("count", count)
 
 
+def _nonneg(name: str, value: Any) -> float:
+    """A finite scalar ≥ 0 as a float, naming ``name`` otherwise."""
+    _validate.positive(name, value, allow_zero=True)
+    return _validate.scalar(name, value)
+
+
+def _pos(name: str, value: Any) -> float:
+    """A finite scalar > 0 as a float, naming ``name`` otherwise."""
+    _validate.positive(name, value)
+    return _validate.scalar(name, value)
+
+
+def _check_orders(orders: Any) -> tuple[Any, ...]:
+    try:
+        values = tuple(_validate.scalar("orders", a) for a in orders)
+    except TypeError as err:
+        raise TypeError(f"orders must be a sequence of numbers > 1, got {orders!r}") from err
+    if not values or not all(math.isfinite(a) and a > 1 for a in values):
+        raise ValueError(f"orders must be a non-empty sequence of finite numbers > 1, got {orders!r}")
+    return tuple(orders)
+
+
+def _check_entry(e: _Entry) -> None:
+    """Refuse a deserialised entry whose numbers the add_* methods would have refused."""
+    _count(e.count)
+    if e.kind in ("gaussian", "laplace"):
+        _nonneg("noise_multiplier", e.noise_multiplier)
+    if e.sampling_rate is not None:
+        _validate.in_closed_interval("sampling_rate", _validate.scalar("sampling_rate", e.sampling_rate), 0.0, 1.0)
+    if e.kind in ("pure", "exponential"):
+        _pos("epsilon", e.epsilon)
+    if e.kind == "approx":
+        _nonneg("epsilon", e.epsilon)
+        _validate.in_closed_interval("delta", _validate.scalar("delta", e.delta), 0.0, 1.0)
+
+
 class PrivacyLedger:
     """A record of every release of a run, composed on demand.
 
@@ -65,35 +101,27 @@ class PrivacyLedger:
     # ------------------------------------------------------------------------------ additions
     def add_gaussian(self, noise_multiplier: Real, count: int = 1, sampling_rate: Real | None = None):
         """``count`` Gaussian releases with σ/Δ₂ = ``noise_multiplier`` (Poisson-subsampled at ``sampling_rate``)."""
-        _validate.positive("noise_multiplier", noise_multiplier, allow_zero=True)
+        noise_multiplier = _nonneg("noise_multiplier", noise_multiplier)
         if sampling_rate is not None:
+            sampling_rate = _validate.scalar("sampling_rate", sampling_rate)
             _validate.in_closed_interval("sampling_rate", sampling_rate, 0.0, 1.0)
-        self._entries.append(
-            _Entry(
-                "gaussian",
-                _count(count),
-                float(noise_multiplier),
-                None if sampling_rate is None else float(sampling_rate),
-            )
-        )
+        self._entries.append(_Entry("gaussian", _count(count), noise_multiplier, sampling_rate))
         return self
 
     def add_laplace(self, noise_multiplier: Real, count: int = 1):
         """``count`` Laplace releases with scale/Δ₁ = ``noise_multiplier`` (pure ε = 1/noise_multiplier each)."""
-        _validate.positive("noise_multiplier", noise_multiplier, allow_zero=True)
-        self._entries.append(_Entry("laplace", _count(count), float(noise_multiplier)))
+        noise_multiplier = _nonneg("noise_multiplier", noise_multiplier)
+        self._entries.append(_Entry("laplace", _count(count), noise_multiplier))
         return self
 
     def add_pure(self, epsilon: Real, count: int = 1):
         """``count`` releases that are ε-DP and nothing more is known."""
-        _validate.positive("epsilon", epsilon)
-        self._entries.append(_Entry("pure", _count(count), epsilon=float(epsilon)))
+        self._entries.append(_Entry("pure", _count(count), epsilon=_pos("epsilon", epsilon)))
         return self
 
     def add_exponential(self, epsilon: Real, count: int = 1):
         """``count`` exponential mechanisms (ε-bounded range: composes as ε²/8-zCDP, not ε²/2)."""
-        _validate.positive("epsilon", epsilon)
-        self._entries.append(_Entry("exponential", _count(count), epsilon=float(epsilon)))
+        self._entries.append(_Entry("exponential", _count(count), epsilon=_pos("epsilon", epsilon)))
         return self
 
     def add_certificate(self, cert: PrivacyCertificate, count: int = 1):
@@ -226,8 +254,10 @@ class PrivacyLedger:
                 at any δ and sometimes tighter than either accountant.
             orders: RDP orders (default: dp-accounting's defaults ∪ integer orders).
         """
+        delta = _validate.scalar("delta", delta)
         _validate.in_closed_interval("delta", delta, 0.0, 1.0)
         _validate.one_of("accountant", accountant, ("pld", "rdp", "best"))
+        orders = _check_orders(orders)
         if self._non_private():
             return math.inf
         pure = self._pure_total()
@@ -252,8 +282,9 @@ class PrivacyLedger:
 
     def delta(self, epsilon: Real, accountant: str = "pld", *, orders=_RDP_ORDERS) -> float:
         """δ of the whole ledger at ``epsilon`` (same conventions as :meth:`epsilon`)."""
-        _validate.positive("epsilon", epsilon, allow_zero=True)
+        epsilon = _nonneg("epsilon", epsilon)
         _validate.one_of("accountant", accountant, ("pld", "rdp", "best"))
+        orders = _check_orders(orders)
         if self._non_private():
             return 1.0
         if accountant == "best":
@@ -289,7 +320,12 @@ class PrivacyLedger:
         for raw in state["entries"]:
             if not isinstance(raw, dict) or set(raw) != fields or raw["kind"] not in _KINDS:
                 raise ValueError(f"malformed ledger entry: {raw!r}")
-            ledger._entries.append(_Entry(**raw))
+            entry = _Entry(**raw)
+            try:
+                _check_entry(entry)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"malformed ledger entry {raw!r}: {err}") from err
+            ledger._entries.append(entry)
         return ledger
 
     def to_json(self) -> str:
@@ -314,10 +350,15 @@ def calibrate_noise_multiplier(
     Bisection in log σ; the returned σ is the upper end of the final bracket, so its ε never
     exceeds the target.
     """
-    _validate.positive("target_epsilon", target_epsilon)
+    target_epsilon = _pos("target_epsilon", target_epsilon)
+    target_delta = _validate.scalar("target_delta", target_delta)
     _validate.in_open_interval("target_delta", target_delta, 0.0, 1.0)
     steps = _validate.positive_int("steps", steps)
-    _validate.positive("tol", tol)
+    tol = _pos("tol", tol)
+    if sampling_rate is not None:
+        sampling_rate = _validate.scalar("sampling_rate", sampling_rate)
+        _validate.in_closed_interval("sampling_rate", sampling_rate, 0.0, 1.0)
+    _validate.one_of("accountant", accountant, ("pld", "rdp", "best"))
 
     def eps(sigma: Real) -> float:
         return PrivacyLedger().add_gaussian(sigma, steps, sampling_rate).epsilon(target_delta, accountant)

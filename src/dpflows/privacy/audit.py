@@ -37,7 +37,15 @@ class PrivacyAuditError(AssertionError):
 
 
 def clopper_pearson(count: int, n: int, alpha: Real) -> tuple[float, float]:
-    """One-sided Clopper–Pearson bounds (lower, upper), each holding with probability ≥ 1 − α."""
+    """One-sided Clopper–Pearson bounds (lower, upper), each holding with probability ≥ 1 − α.
+
+    Raises:
+        TypeError / ValueError: ``count`` or ``n`` not an int, ``n`` < 1, ``count`` ∉ [0, n], α ∉ (0, ½).
+    """
+    n = _validate.positive_int("n", n)
+    count = _validate.positive_int("count", count, allow_zero=True)
+    # α < ½: for larger α the "lower" quantile can exceed count/n and the bounds cross.
+    _validate.in_open_interval("alpha", _validate.scalar("alpha", alpha), 0.0, 0.5)
     if n <= 0:
         raise ValueError(f"n must be >= 1, got {n}")
     if not 0 <= count <= n:
@@ -105,8 +113,8 @@ class AuditResult:
 
 # ------------------------------------------------------------------------------ on scores
 def _check_scores(s0, s1):
-    s0 = np.asarray(s0, dtype=np.float64).ravel()
-    s1 = np.asarray(s1, dtype=np.float64).ravel()
+    s0 = np.asarray(_validate.floating_array("scores0", s0), dtype=np.float64).ravel()
+    s1 = np.asarray(_validate.floating_array("scores1", s1), dtype=np.float64).ravel()
     if s0.size == 0 or s1.size == 0:
         raise ValueError("scores must be non-empty for both inputs")
     if not (np.all(np.isfinite(s0)) and np.all(np.isfinite(s1))):
@@ -115,8 +123,28 @@ def _check_scores(s0, s1):
 
 
 def _check_alpha_delta(alpha, delta):
-    _validate.in_open_interval("alpha", alpha, 0.0, 0.5)
-    _validate.in_closed_interval("delta", delta, 0.0, 1.0)
+    _validate.in_open_interval("alpha", _validate.scalar("alpha", alpha), 0.0, 0.5)
+    _validate.in_closed_interval("delta", _validate.scalar("delta", delta), 0.0, 1.0)
+
+
+def _threshold(threshold, auto: str) -> float:
+    if isinstance(threshold, str):
+        raise ValueError(f"threshold must be {auto!r} or a number, got {threshold!r}")
+    t = _validate.scalar("threshold", threshold)
+    if not math.isfinite(t):
+        raise ValueError(f"threshold must be finite, got {t}")
+    return t
+
+
+def _split_sizes(selection_fraction, n0: int, n1: int) -> tuple[int, int]:
+    _validate.in_open_interval("selection_fraction", selection_fraction, 0.0, 1.0)
+    m0, m1 = int(selection_fraction * n0), int(selection_fraction * n1)
+    if min(m0, m1) < 1 or m0 >= n0 or m1 >= n1:
+        raise ValueError(
+            f"selection_fraction={selection_fraction} leaves an empty selection or test split for "
+            f"{n0} and {n1} scores: give more scores or a fixed threshold"
+        )
+    return m0, m1
 
 
 def _log_ratio(num_lo: Real, den_hi: Real, delta: Real) -> float:
@@ -169,14 +197,13 @@ def audit_epsilon_scores(
     """ε lower bound from scores of runs on d0 (``scores0``) and d1 (``scores1``); see the module doc."""
     s0, s1 = _check_scores(scores0, scores1)
     _check_alpha_delta(alpha, delta)
-    if threshold == "split":
-        _validate.in_open_interval("selection_fraction", selection_fraction, 0.0, 1.0)
-        m0, m1 = int(selection_fraction * s0.size), int(selection_fraction * s1.size)
+    if isinstance(threshold, str) and threshold == "split":
+        m0, m1 = _split_sizes(selection_fraction, s0.size, s1.size)
         min_count = max(10, min(m0, m1) // 100)
         t = _select_threshold(s0[:m0], s1[:m1], min_count, delta)
         s0, s1 = s0[m0:], s1[m1:]
     else:
-        t = float(threshold)
+        t = _threshold(threshold, "split")
     c0, c1 = int(np.sum(s0 > t)), int(np.sum(s1 > t))
     lower, direction = _epsilon_bound(c0, s0.size, c1, s1.size, alpha, delta)
     return AuditResult("epsilon", lower, (c0, s0.size, c1, s1.size), t, alpha, delta, direction, name)
@@ -197,13 +224,12 @@ def audit_mu_scores(
     """
     s0, s1 = _check_scores(scores0, scores1)
     _check_alpha_delta(alpha, 0.0)
-    if threshold == "midpoint":
-        _validate.in_open_interval("selection_fraction", selection_fraction, 0.0, 1.0)
-        m0, m1 = int(selection_fraction * s0.size), int(selection_fraction * s1.size)
+    if isinstance(threshold, str) and threshold == "midpoint":
+        m0, m1 = _split_sizes(selection_fraction, s0.size, s1.size)
         t = 0.5 * (float(np.mean(s0[:m0])) + float(np.mean(s1[:m1])))
         s0, s1 = s0[m0:], s1[m1:]
     else:
-        t = float(threshold)
+        t = _threshold(threshold, "midpoint")
     c0, c1 = int(np.sum(s0 > t)), int(np.sum(s1 > t))
     fpr_hi = clopper_pearson(c0, s0.size, alpha / 2)[1]
     tpr_lo = clopper_pearson(c1, s1.size, alpha / 2)[0]
@@ -221,6 +247,9 @@ def _run(mechanism: Callable, d, key, num_trials: int, statistic: Callable | Non
 def _scores_of(mechanism, d0, d1, key, num_trials, statistic):
     """Scores of ``num_trials`` runs on each neighbour, with independent keys per side."""
     num_trials = _validate.positive_int("num_trials", num_trials)
+    if not callable(mechanism):
+        raise TypeError(f"mechanism must be callable, got {type(mechanism).__name__}")
+    key = _validate.prng_key("key", key)
     k0, k1 = jr.split(key)
     return _run(mechanism, d0, k0, num_trials, statistic), _run(mechanism, d1, k1, num_trials, statistic)
 

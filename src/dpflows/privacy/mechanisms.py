@@ -72,31 +72,71 @@ def release_key() -> jax.Array:
 def _key(key):
     if key is None:
         return release_key(), "noise key from OS entropy (secrets); never stored"
+    _validate.prng_key("key", key)
     return key, "noise key supplied by the caller: it must be secret and used once"
 
 
 # ------------------------------------------------------------------------------------ scales
 def laplace_scale(sensitivity: Real, epsilon: Real) -> float:
-    """B = Δ₁/ε: the Laplace scale for ε-DP."""
-    return float(sensitivity) / float(epsilon)
+    """B = Δ₁/ε: the Laplace scale for ε-DP.
+
+    Raises:
+        ValueError: Δ₁ or ε not finite and > 0, or a ratio that over/underflows a float.
+    """
+    _check_common(sensitivity, epsilon)
+    scale = float(sensitivity) / float(epsilon)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(
+            f"sensitivity / epsilon must be a finite positive float, got {sensitivity!r} / {epsilon!r} = {scale!r}"
+        )
+    return scale
 
 
 def gaussian_scale(sensitivity: Real, epsilon: Real, delta: Real) -> float:
-    """σ for (ε, δ)-DP by the analytic Gaussian mechanism (Balle & Wang 2018)."""
-    return calibrate_gaussian(epsilon, delta, sensitivity)
+    """σ for (ε, δ)-DP by the analytic Gaussian mechanism (Balle & Wang 2018).
+
+    Raises:
+        ValueError: Δ₂ or ε not finite and > 0, δ ∉ (0, 1), or a σ that is not a finite positive float.
+    """
+    _check_common(sensitivity, epsilon)
+    _validate.required("delta", delta)
+    _validate.in_open_interval("delta", delta, 0.0, 1.0)
+    sigma = calibrate_gaussian(epsilon, delta, sensitivity)
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise ValueError(
+            f"the noise scale for sensitivity={sensitivity!r}, epsilon={epsilon!r}, delta={delta!r} is not a "
+            f"finite positive float (got {sigma!r}): rescale the query"
+        )
+    return sigma
 
 
 def _check_common(sensitivity, epsilon):
-    _validate.positive("sensitivity", sensitivity)
-    _validate.positive("epsilon", epsilon)
+    for name, value in (("sensitivity", sensitivity), ("epsilon", epsilon)):
+        _validate.required(name, value)
+        _validate.positive(name, value)
+        if _validate.is_concrete(value):
+            _validate.scalar(name, value)
 
 
 def _as_values(name, value):
+    if not isinstance(value, jax.Array):  # NumPy/Python input: refuse what the cast would make inf
+        _validate.representable(name, value, jnp.result_type(float))
     v = _validate.floating_array(name, value)
     return _validate.finite(name, v)
 
 
+def _finite_release(out, scale_name: str):
+    """A float release that overflowed (huge value or noise scale) is refused, never returned as inf."""
+    if _validate.is_concrete(out) and not bool(np.all(np.isfinite(np.asarray(out)))):
+        raise ValueError(f"value + noise overflows {out.dtype}: value or {scale_name} is too large for this dtype")
+    return out
+
+
 # ------------------------------------------------------------------------------------ snapping
+# e^ε enters the snapping bound: beyond ~709 it overflows a float (and such an ε protects nothing).
+_MAX_SNAP_EPSILON = 700.0
+
+
 def _grid(scale: Real, fraction: Real) -> float:
     """Λ = the smallest power of two ≥ fraction·scale."""
     return 2.0 ** math.ceil(math.log2(fraction * scale))
@@ -131,7 +171,24 @@ def snapping_guarantee(
     Hence, for any event S: P(S) ≤ e^{ε′} P′(S) + δ′ with ε′ = ε + log((1+r)/(1−r)) + ε_shift and
     δ′ = (1+r)δ + tail. This is a bound we derived, not a quoted theorem; the tests check its
     premises (grid, support, monotone sampler) and audit the output.
+
+    Raises:
+        ValueError: ``kind`` unknown, a scale/grid/bound/sensitivity/ε not finite and > 0, δ ∉ [0, 1),
+            ``dim`` < 1.
     """
+    _validate.one_of("kind", kind, ("laplace", "gaussian"))
+    for name, value in (("scale", scale), ("grid", grid), ("bound", bound), ("delta", delta)):
+        _validate.required(name, value)
+        _validate.scalar(name, value)
+    for name, value in (("scale", scale), ("grid", grid), ("bound", bound)):
+        _validate.positive(name, value)
+    _check_common(sensitivity, epsilon)
+    if float(epsilon) > _MAX_SNAP_EPSILON:
+        raise ValueError(
+            f"epsilon must be <= {_MAX_SNAP_EPSILON} for the snapping bound (e^ε overflows), got {epsilon}"
+        )
+    _validate.in_half_open_interval("delta", delta, 0.0, 1.0)
+    dim = _validate.positive_int("dim", dim)
     r = _SNAP_R / dim
     log_ratio = math.log((1 + r) / (1 - r))
     if kind == "laplace":
@@ -229,6 +286,7 @@ def laplace_mechanism(
     eps_ideal = float(sensitivity) / scale
     event = dpa.LaplaceDpEvent(scale / float(sensitivity))
     if not snap:
+        _validate.representable("sensitivity / epsilon (the noise scale)", scale, values.dtype)
         noise = scale * jr.laplace(key, values.shape, dtype=values.dtype)
         cert = PrivacyCertificate(
             eps_ideal,
@@ -239,7 +297,7 @@ def laplace_mechanism(
             event=event,
             parameters={"kind": "laplace", "scale": scale, "sensitivity": float(sensitivity)},
         )
-        return Release(values + noise, cert)
+        return Release(_finite_release(values + noise, "sensitivity / epsilon"), cert)
     _require_x64("laplace_mechanism")
     values = values.astype(jnp.float64)
     grid = _grid(scale, 1.0)
@@ -290,6 +348,7 @@ def gaussian_mechanism(
         bound: B (snap only; default 2²⁰Λ).
     """
     _check_common(sensitivity, epsilon)
+    _validate.required("delta", delta)
     _validate.in_open_interval("delta", delta, 0.0, 1.0)
     key, key_note = _key(key)
     values = _as_values("value", value)
@@ -297,6 +356,7 @@ def gaussian_mechanism(
     event = dpa.GaussianDpEvent(sigma / float(sensitivity))
     params = {"kind": "gaussian", "scale": sigma, "sensitivity": float(sensitivity)}
     if not snap:
+        _validate.representable("the noise scale sigma (from sensitivity, epsilon, delta)", sigma, values.dtype)
         noise = sigma * jr.normal(key, values.shape, dtype=values.dtype)
         cert = PrivacyCertificate(
             float(epsilon),
@@ -308,7 +368,7 @@ def gaussian_mechanism(
             event=event,
             parameters=params,
         )
-        return Release(values + noise, cert)
+        return Release(_finite_release(values + noise, "the noise scale"), cert)
     _require_x64("gaussian_mechanism")
     values = values.astype(jnp.float64)
     grid = _grid(sigma, 0.125)
@@ -375,12 +435,15 @@ def laplace_ldp(key: Any, x: Any, *, epsilon: Real, bound: Real) -> Release:
     the local model). Returns the privatized records (n, d); the certificate is per record and its
     ``parameters["scale"]`` is b. Float noise (simulation path): see the module docstring.
     """
-    _validate.positive("epsilon", epsilon)
-    _validate.positive("bound", bound)
+    for name, value in (("epsilon", epsilon), ("bound", bound)):
+        _validate.required(name, value)
+        _validate.positive(name, _validate.scalar(name, value))
     key, key_note = _key(key)
     x = _check_records("x", x)
     d = x.shape[1]
     sensitivity = 2.0 * float(bound) * d
+    if not math.isfinite(sensitivity):
+        raise ValueError(f"bound is too large: the box's L1 diameter 2·bound·d overflows, got bound={bound!r}")
     scale = laplace_scale(sensitivity, epsilon)
     y = clip_box(x, bound) + scale * jr.laplace(key, x.shape, dtype=x.dtype)
     cert = PrivacyCertificate(
@@ -400,12 +463,17 @@ def gaussian_ldp(key: Any, x: Any, *, epsilon: Real, delta: Real, radius: Real) 
 
     Δ₂ = 2R (replace-one), σ by the analytic Gaussian mechanism; ``parameters["scale"]`` is σ.
     """
+    for name, value in (("epsilon", epsilon), ("delta", delta), ("radius", radius)):
+        _validate.required(name, value)
+        _validate.scalar(name, value)
     _validate.positive("epsilon", epsilon)
     _validate.in_open_interval("delta", delta, 0.0, 1.0)
     _validate.positive("radius", radius)
     key, key_note = _key(key)
     x = _check_records("x", x)
     sensitivity = 2.0 * float(radius)
+    if not math.isfinite(sensitivity):
+        raise ValueError(f"radius is too large: 2·radius overflows, got radius={radius!r}")
     sigma = gaussian_scale(sensitivity, epsilon, delta)
     y = project_ball(x, radius) + sigma * jr.normal(key, x.shape, dtype=x.dtype)
     cert = PrivacyCertificate(
@@ -428,9 +496,11 @@ def exponential_mechanism(key: Any, utilities: Any, *, sensitivity: Real, epsilo
     _check_common(sensitivity, epsilon)
     key, key_note = _key(key)
     u = _as_values("utilities", utilities)
+    scale = 2.0 * float(sensitivity) / float(epsilon)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"2 sensitivity / epsilon must be a finite positive float, got {scale!r}")
     if u.ndim != 1 or u.shape[0] == 0:
         raise ValueError(f"utilities must be a non-empty 1-D array, got shape {u.shape}")
-    scale = 2.0 * float(sensitivity) / float(epsilon)
     idx = jnp.argmax(u / scale + jr.gumbel(key, u.shape, dtype=u.dtype))
     cert = PrivacyCertificate(
         2.0 * float(sensitivity) / scale,

@@ -20,6 +20,12 @@ with the KL shortcut ε = 0 when δ² + expm1(−rdp) > 0, orders ≤ 1.01 skipp
 
 float64 is needed for the 1e-6 agreement (use ``jax.enable_x64``); in float32 the agreement is about
 1e-4 relative, because log A is a cancellation-prone sum at large α.
+
+Arguments are checked at the boundary: concrete bad values (σ < 0, q ∉ [0, 1], δ ∉ [0, 1), a negative
+or fractional step count, NaN anywhere) raise ``ValueError`` naming the argument. Traced values (under
+``jit``/``vmap``) are checked by ``eqx.error_if`` in :func:`rdp_epsilon` (scalars: cheap); the curve
+functions do not re-check traced values, so an ε computed from them under ``jit`` is only as good as
+its inputs.
 """
 
 from __future__ import annotations
@@ -52,13 +58,45 @@ __all__ = [
 INTEGER_ORDERS: tuple[int, ...] = (*range(2, 65), 128, 256, 512, 1024)
 
 
-def _f(x, dtype):
+def _f(x, dtype, name: str | None = None):
+    if name is not None:
+        _validate.representable(name, x, dtype)
     return jnp.asarray(x, dtype)
 
 
+def _orders(orders, minimum: float = 1.0) -> Array:
+    """``orders`` as a floating array, each finite and ≥ ``minimum`` (concrete values only)."""
+    a = _validate.floating_array("orders", orders)
+    if _validate.is_concrete(a):
+        arr = np.asarray(a)
+        if arr.size == 0 or np.any(~np.isfinite(arr) | (arr < minimum)):
+            raise ValueError(f"orders must be non-empty, finite and >= {minimum}, got {_validate.show(arr)}")
+    return a
+
+
+def _noise(noise_multiplier, *, scalar: bool = False) -> None:
+    _validate.required("noise_multiplier", noise_multiplier)
+    _validate.positive("noise_multiplier", noise_multiplier, allow_zero=True)
+    if scalar and np.ndim(noise_multiplier) != 0:
+        raise ValueError(f"noise_multiplier must be a scalar, got shape {np.shape(noise_multiplier)}")
+
+
+def _pure(pure_epsilon, *, allow_zero: bool = True) -> None:
+    _validate.required("pure_epsilon", pure_epsilon)
+    _validate.positive("pure_epsilon", pure_epsilon, allow_zero=allow_zero)
+    if np.ndim(pure_epsilon) != 0:
+        raise ValueError(f"pure_epsilon must be a scalar, got shape {np.shape(pure_epsilon)}")
+
+
 def rdp_gaussian(orders: Float[Array, " k"], noise_multiplier) -> Float[Array, " k"]:
-    """α / (2σ²) (∞ for σ = 0)."""
-    sigma = _f(noise_multiplier, orders.dtype)
+    """α / (2σ²) (∞ for σ = 0).
+
+    Raises:
+        ValueError: an order < 1 or non-finite, or σ < 0 / non-finite (concrete values).
+    """
+    orders = _orders(orders)
+    _noise(noise_multiplier, scalar=True)
+    sigma = _f(noise_multiplier, orders.dtype, "noise_multiplier")
     return jnp.where(sigma > 0, orders / (2 * sigma**2), jnp.inf)
 
 
@@ -74,9 +112,16 @@ def rdp_subsampled_gaussian(orders: Array, sampling_rate, noise_multiplier, *, m
         sampling_rate: q ∈ [0, 1].
         noise_multiplier: σ ≥ 0.
         max_order: static bound on the orders, sets the length of the summation.
+
+    Raises:
+        ValueError: orders not integers in [2, max_order], q ∉ [0, 1] or σ < 0 (concrete values).
     """
+    max_order = _validate.positive_int("max_order", max_order)
+    _validate.required("sampling_rate", sampling_rate)
+    _validate.in_closed_interval("sampling_rate", sampling_rate, 0.0, 1.0)
+    _noise(noise_multiplier)
     dtype = jnp.result_type(float)
-    a = jnp.asarray(orders).astype(dtype)
+    a = _validate.floating_array("orders", orders).astype(dtype)
     # The binomial sum is exact only for integer α ≤ max_order: anything else would silently
     # truncate the sum and *understate* the RDP, so it is refused.
     bad = (a < 2) | (a > max_order) | (a != jnp.round(a))
@@ -87,8 +132,8 @@ def rdp_subsampled_gaussian(orders: Array, sampling_rate, noise_multiplier, *, m
             )
     else:
         a = eqx.error_if(a, jnp.any(bad), f"orders must be integers in [2, max_order={max_order}]")
-    q = _f(sampling_rate, dtype)
-    sigma = _f(noise_multiplier, dtype)
+    q = _f(sampling_rate, dtype, "sampling_rate")
+    sigma = _f(noise_multiplier, dtype, "noise_multiplier")
     k = jnp.arange(max_order + 1, dtype=dtype)
 
     def one(alpha):
@@ -148,8 +193,14 @@ def _rdp_subsampled_static(orders: tuple[float, ...], q, sigma, dtype) -> Array:
 
 
 def rdp_laplace(orders: Array, pure_epsilon) -> Array:
-    """Exact RDP of the Laplace mechanism with ε₀ = sensitivity/scale (Mironov 2017, Prop. 6)."""
-    eps = _f(pure_epsilon, orders.dtype)
+    """Exact RDP of the Laplace mechanism with ε₀ = sensitivity/scale (Mironov 2017, Prop. 6).
+
+    Raises:
+        ValueError: an order < 1 or non-finite, or ε₀ < 0 / non-finite (concrete values).
+    """
+    orders = _orders(orders)
+    _pure(pure_epsilon)
+    eps = _f(pure_epsilon, orders.dtype, "pure_epsilon")
     a = orders
     kl = eps + jnp.expm1(-eps)
     am1 = jnp.where(a > 1, a - 1, 1.0)
@@ -158,8 +209,14 @@ def rdp_laplace(orders: Array, pure_epsilon) -> Array:
 
 
 def rdp_pure(orders: Array, pure_epsilon) -> Array:
-    """RDP implied by pure ε₀-DP: min(ε₀, α ε₀²/2)."""
-    eps = _f(pure_epsilon, orders.dtype)
+    """RDP implied by pure ε₀-DP: min(ε₀, α ε₀²/2).
+
+    Raises:
+        ValueError: an order < 1 or non-finite, or ε₀ < 0 / non-finite (concrete values).
+    """
+    orders = _orders(orders)
+    _pure(pure_epsilon)
+    eps = _f(pure_epsilon, orders.dtype, "pure_epsilon")
     return jnp.minimum(eps, orders * eps**2 / 2)
 
 
@@ -180,9 +237,15 @@ def rdp_bounded_range(orders: Array, pure_epsilon, *, iterations: int = 80) -> A
 
     a concave problem solved by golden-section search. At α = 1 it is the KL bound t − 1 − log t,
     t = ε₀/(1 − e^{−ε₀}) (Cesar & Rogers 2021); it never exceeds the zCDP bound α ε₀²/8.
+
+    Raises:
+        ValueError: an order < 1 or non-finite, ε₀ ≤ 0 / non-finite, or ``iterations`` < 1.
     """
+    orders = _orders(orders)
+    _pure(pure_epsilon, allow_zero=False)
+    iterations = _validate.positive_int("iterations", iterations)
     dtype = orders.dtype
-    eps = _f(pure_epsilon, dtype)
+    eps = _f(pure_epsilon, dtype, "pure_epsilon")
     t = eps / (-jnp.expm1(-eps))
     kl = t - 1 - jnp.log(t)
     ratio = (jnp.sqrt(5.0) - 1) / 2
@@ -199,6 +262,8 @@ def rdp_bounded_range(orders: Array, pure_epsilon, *, iterations: int = 80) -> A
         return _br_objective((lo + hi) / 2, jnp.maximum(alpha, 1.0 + 1e-12), eps)
 
     general = jax.vmap(one)(orders)
+    # For huge ε₀ the objective overflows (0·∞ = NaN); ε(α) ≤ ε₀ always holds (BR implies ε₀-DP).
+    general = jnp.where(jnp.isnan(general), eps, general)
     return jnp.where(orders == 1, kl, jnp.minimum(general, eps))
 
 
@@ -207,7 +272,20 @@ def epsilon_from_rdp(orders: Array, rdp: Array, delta) -> Array:
 
     Matches ``dp_accounting.rdp.compute_epsilon`` including its special cases: orders ≤ 1.01 give
     ∞, ε = 0 when δ² + expm1(−rdp) > 0 (the KL bound already suffices), δ = 0 gives 0 or ∞.
+
+    Raises:
+        ValueError: (concrete values) orders non-finite or ≤ 0, ``rdp`` of another shape or holding
+            NaN or negative values (+∞ is allowed: no privacy at that order), δ ∉ [0, 1).
     """
+    orders = _orders(orders, minimum=0.0)
+    rdp = _validate.floating_array("rdp", rdp)
+    if rdp.shape != orders.shape:
+        raise ValueError(f"rdp must have the shape of orders {orders.shape}, got {rdp.shape}")
+    _validate.not_nan("rdp", rdp)
+    if _validate.is_concrete(rdp) and bool(np.any(np.asarray(rdp) < 0)):
+        raise ValueError(f"rdp must be >= 0 (or +inf), got {_validate.show(rdp)}")
+    _validate.required("delta", delta)
+    _validate.in_half_open_interval("delta", delta, 0.0, 1.0)
     dtype = rdp.dtype
     delta = _f(delta, dtype)
     a = orders.astype(dtype)
@@ -221,9 +299,21 @@ def epsilon_from_rdp(orders: Array, rdp: Array, delta) -> Array:
     return jnp.where(delta == 0, jnp.where(all_zero, 0.0, jnp.inf), best)
 
 
-@ft.partial(jax.jit, static_argnames="orders")
 def rdp_epsilon(noise_multiplier, sampling_rate, steps, delta, *, orders: tuple[int, ...] = INTEGER_ORDERS) -> Array:
     """ε(δ) of ``steps`` Poisson-subsampled Gaussian steps (q = 1: plain Gaussian), jittable.
+
+    Args:
+        noise_multiplier: σ ≥ 0 (σ = 0 gives ε = ∞ for q > 0). All four numbers are scalars: map a
+            grid with ``jax.vmap``.
+        sampling_rate: q ∈ [0, 1].
+        steps: the number of steps T, a whole number ≥ 0 (int or float dtype).
+        delta: δ ∈ [0, 1) (δ = 0 gives ε = ∞ unless nothing is released).
+        orders: static integer orders ≥ 2 to minimise over.
+
+    Raises:
+        ValueError: a concrete argument outside its range or NaN, naming it. Traced arguments (under
+            ``jit``/``vmap``) are checked with ``eqx.error_if``: a bad value raises at run time
+            instead of returning a number that would slip past ``if eps > budget``.
 
     Example:
         >>> import jax
@@ -231,6 +321,32 @@ def rdp_epsilon(noise_multiplier, sampling_rate, steps, delta, *, orders: tuple[
         ...     print(round(float(rdp_epsilon(1.5, 0.04, 2250, 1e-5)), 4))
         7.3299
     """
+    for name, value in (("sampling_rate", sampling_rate), ("steps", steps), ("delta", delta)):
+        _validate.required(name, value)
+    for name, value in (
+        ("noise_multiplier", noise_multiplier),
+        ("sampling_rate", sampling_rate),
+        ("steps", steps),
+        ("delta", delta),
+    ):
+        if np.ndim(value) != 0:  # shapes are static: checked for tracers too (vmap for a grid)
+            raise ValueError(f"{name} must be a scalar (vmap over a grid), got shape {np.shape(value)}")
+    _noise(noise_multiplier)
+    _validate.in_closed_interval("sampling_rate", sampling_rate, 0.0, 1.0)
+    _validate.integer_valued("steps", steps)
+    _validate.in_half_open_interval("delta", delta, 0.0, 1.0)
+    for name, value in (("noise_multiplier", noise_multiplier), ("steps", steps)):
+        _validate.representable(name, value, jnp.result_type(float))
+    orders = tuple(orders)
+    if not orders or not all(isinstance(a, int | float | np.integer | np.floating) for a in orders):
+        raise ValueError(f"orders must be a non-empty tuple of numbers, got {orders!r}")
+    if not all(float(a).is_integer() and a >= 2 for a in orders):
+        raise ValueError(f"orders must be integers >= 2, got {orders!r}")
+    return _rdp_epsilon(noise_multiplier, sampling_rate, steps, delta, orders=orders)
+
+
+@ft.partial(jax.jit, static_argnames="orders")
+def _rdp_epsilon(noise_multiplier, sampling_rate, steps, delta, *, orders: tuple[int, ...]) -> Array:
     dtype = jnp.result_type(float)
     o = jnp.asarray(orders, dtype=dtype)
     steps = jnp.asarray(steps).astype(dtype)
@@ -246,4 +362,18 @@ def rdp_epsilon(noise_multiplier, sampling_rate, steps, delta, *, orders: tuple[
         curve = jnp.where((sigma == 0) & (q > 0), jnp.inf, jnp.maximum(curve, 0.0))
     else:
         curve = rdp_subsampled_gaussian(np.asarray(orders, np.float64), q, sigma, max_order=int(max(orders)))
+    # Traced arguments were not checked in Python: refuse bad ones here (scalar checks, cheap).
+    d = jnp.asarray(delta, dtype)
+    bad = (
+        jnp.any(~(sigma >= 0) | ~jnp.isfinite(sigma))
+        | jnp.any(~((q >= 0) & (q <= 1)))
+        | jnp.any(~(steps >= 0) | ~jnp.isfinite(steps) | (steps != jnp.round(steps)))
+        | jnp.any(~((d >= 0) & (d < 1)))
+    )
+    steps = eqx.error_if(
+        steps,
+        bad,
+        "rdp_epsilon: noise_multiplier must be finite and >= 0, sampling_rate in [0, 1], steps a whole "
+        "number >= 0 and delta in [0, 1)",
+    )
     return epsilon_from_rdp(o, steps * curve, delta)
