@@ -22,8 +22,12 @@ evaluates the full (batch × n) cost matrix at once (no chunking: 2·10⁵ × 10
 i.i.d. Monte Carlo points only (no quasi-Monte Carlo), has no batch-size schedule and stops on a
 χ² marginal error rather than the max cell-mass error AE-OT uses. :class:`SemiDiscreteOT` does the
 §6c algorithm (Adam on h, mean-zero, stalled-progress batch doubling) with randomised Sobol points
-and a scan over source chunks, so memory stays at ``chunk_elements`` floats whatever n is.
+and a loop over source chunks, so memory stays at ``chunk_elements`` floats whatever n is. It runs
+on the library's one loop, :func:`dpflows.iterate` (one compiled program for the whole solve,
+early exit at ``tol``, progress, checkpoints); :func:`sweep_solve` vmaps it over a grid of solvers.
 ott-jax's and POT's solvers are the cross-checks in the tests and the peers in ``bench_aeot.py``.
+:func:`train_autoencoder` runs on :func:`dpflows.fit`; the autoencoder itself lives in
+:mod:`dpflows.nn` (re-exported here as :class:`MLPAutoencoder`).
 
 References:
     An, Guo, Lei, Luo, Yau & Gu (2020), "AE-OT: A new generative model based on extended semi-discrete
@@ -35,7 +39,8 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+import warnings
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -46,6 +51,9 @@ import optax
 
 from . import _validate
 from ._typing import Array, Bool, Float, Int, PRNGKeyArray
+from .flow import fit, iterate
+from .nn import MLPAutoencoder
+from .ot import ConvergenceWarning
 
 __all__ = [
     "MODES",
@@ -60,6 +68,7 @@ __all__ = [
     "pair_angles",
     "sample_source",
     "score_gap",
+    "sweep_solve",
     "smoothed_brenier_map",
     "smoothed_brenier_potential",
     "train_autoencoder",
@@ -224,16 +233,16 @@ def _shifted(table: Array, key: PRNGKeyArray, source: str) -> Array:
 
 
 # ------------------------------------------------------------------------------------- the solver
-class _Spec(NamedTuple):
-    """Static solver settings (hashable: the compiled phase is cached per spec)."""
-
-    source: str
-    sampling: str
-    batch_size: int
-    chunk: int
-    tol: float
-    patience: int
-    smoothed: bool
+def _accumulate(xc: Array, codes: Array, heights: Array, tau: Array, smoothed: bool, acc: tuple[Array, Array]):
+    """Add one chunk's cell counts 1[i*(x) = i] (or sᵢ(x)) and Σ u(x) to the running sums ``acc``."""
+    counts, u_sum = acc
+    s = xc @ codes.T + heights[None, :]
+    if smoothed:
+        z = s / tau
+        return counts + jnp.sum(jax.nn.softmax(z, axis=-1), axis=0), u_sum + tau * jnp.sum(jax.nn.logsumexp(z, axis=-1))
+    idx = jnp.argmax(s, axis=-1)
+    counts = counts + jax.ops.segment_sum(jnp.ones(idx.shape, codes.dtype), idx, num_segments=codes.shape[0])
+    return counts, u_sum + jnp.sum(jnp.max(s, axis=-1))
 
 
 def _masses(x: Array, codes: Array, heights: Array, tau: Array, chunk: int, smoothed: bool) -> tuple[Array, Array]:
@@ -241,18 +250,8 @@ def _masses(x: Array, codes: Array, heights: Array, tau: Array, chunk: int, smoo
     n = codes.shape[0]
     xs = x.reshape(x.shape[0] // chunk, chunk, x.shape[1])
 
-    def one(carry, xc):
-        counts, u_sum = carry
-        s = xc @ codes.T + heights[None, :]
-        if smoothed:
-            z = s / tau
-            counts = counts + jnp.sum(jax.nn.softmax(z, axis=-1), axis=0)
-            u_sum = u_sum + tau * jnp.sum(jax.nn.logsumexp(z, axis=-1))
-        else:
-            idx = jnp.argmax(s, axis=-1)
-            counts = counts + jax.ops.segment_sum(jnp.ones(idx.shape, codes.dtype), idx, num_segments=n)
-            u_sum = u_sum + jnp.sum(jnp.max(s, axis=-1))
-        return (counts, u_sum), None
+    def one(acc, xc):
+        return _accumulate(xc, codes, heights, tau, smoothed, acc), None
 
     init = (jnp.zeros((n,), codes.dtype), jnp.zeros((), codes.dtype))
     (counts, u_sum), _ = jax.lax.scan(one, init, xs)
@@ -262,59 +261,121 @@ def _masses(x: Array, codes: Array, heights: Array, tau: Array, chunk: int, smoo
 _masses_jit = eqx.filter_jit(_masses)  # chunk and smoothed are Python values: static
 
 
-class _PhaseState(NamedTuple):
-    heights: Array
+# The default fresh evaluation: a pass over 2¹⁸ points costs ~16 steps at the default batch, and in low d
+# (quantised QMC counts) it resolves masses to ~1/2¹⁸, far below the 1e-2/n criterion.
+_MIN_EVALUATION_SIZE = 2**18
+
+
+def _adam(learning_rate: Array) -> optax.GradientTransformation:
+    """Adam whose rate lives in its state (``optax.inject_hyperparams``), so a new rate never recompiles."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate)
+
+
+class _SolverCarry(eqx.Module):
+    """The solver's loop carry: heights, Adam state (with the current rate), batch size, stall counter."""
+
+    heights: Float[Array, " n"]
     opt_state: Any
-    best: Array
-    since_best: Array
-    error: Array
-    converged: Array
-    stalled: Array
+    batch_size: Int[Array, ""]
+    best: Float[Array, ""]
+    since_best: Int[Array, ""]
+    converged: Bool[Array, ""]
 
 
-def _draw(key: PRNGKeyArray, table: Array, spec: _Spec, d: int, dtype: Any) -> Array:
-    if spec.sampling == "sobol":
-        return _shifted(table, key, spec.source)
-    return _map_source(jr.uniform(key, (spec.batch_size, d), dtype=dtype), spec.source, spec.batch_size)
+class _SolverStep(eqx.Module):
+    """One Adam step on h (the ``step(carry, key)`` that :func:`dpflows.iterate` runs).
 
+    The batch size M is a leaf of the carry, not a shape: source points are processed in chunks of
+    ``chunk`` by a loop whose trip count M/chunk is data, and randomised-Sobol batches are prefixes of
+    one scrambled table of ``max_batch_size`` points (a prefix of 2ᵏ Sobol points is itself a net).
+    So doubling M, decaying the rate and restarting Adam at a stall all happen inside one compiled loop.
+    """
 
-@eqx.filter_jit
-def _phase(state: _PhaseState, keys: Array, table: Array, codes: Array, weights: Array, tau: Array, lr: Array, spec):
-    """Run Adam steps on h for each key until convergence or a stall; record error and dual value."""
-    n = codes.shape[0]
-    optimizer = optax.adam(lr)
+    codes: Float[Array, "n d"]
+    weights: Float[Array, " n"]
+    tau: Float[Array, ""]
+    tol: Float[Array, ""]
+    lr_decay: Float[Array, ""]
+    table: Float[Array, "M d"] | None
+    source: str = eqx.field(static=True)
+    chunk: int = eqx.field(static=True)
+    patience: int = eqx.field(static=True)
+    smoothed: bool = eqx.field(static=True)
+    max_batch_size: int = eqx.field(static=True)
 
-    def live(st, key):
-        x = _draw(key, table, spec, codes.shape[1], codes.dtype)
-        masses, u_mean = _masses(x, codes, st.heights, tau, spec.chunk, spec.smoothed)
-        grad = masses - weights
+    def estimate(self, key: PRNGKeyArray, heights: Array, batch_size: Array, num_chunks: Array):
+        """Cell masses and mean potential on ``batch_size`` source points (``num_chunks`` = 0: zeros)."""
+        n, d = self.codes.shape
+        dtype = self.codes.dtype
+        size = batch_size.astype(dtype)
+        tiny = 0.5 / size  # as _map_source: keeps the normal quantile finite
+        shift = jr.uniform(key, (d,), dtype=dtype)
+        tau = jnp.where(self.tau > 0, self.tau, jnp.ones((), dtype))
+
+        def body(c, acc):
+            if self.table is None:
+                u = jr.uniform(jr.fold_in(key, c), (self.chunk, d), dtype=dtype)
+            else:
+                u = jnp.mod(jax.lax.dynamic_slice_in_dim(self.table, c * self.chunk, self.chunk) + shift[None, :], 1.0)
+            x = u if self.source == "uniform" else jax.scipy.special.ndtri(jnp.clip(u, tiny, 1.0 - tiny))
+            return _accumulate(x, self.codes, heights, tau, self.smoothed, acc)
+
+        init = (jnp.zeros((n,), dtype), jnp.zeros((), dtype))
+        counts, u_sum = jax.lax.fori_loop(jnp.zeros((), jnp.int32), num_chunks, body, init)
+        return counts / size, u_sum / size
+
+    def __call__(self, carry: _SolverCarry, key: PRNGKeyArray) -> tuple[_SolverCarry, dict[str, Array]]:
+        """ĝ on a fresh batch, the convergence test, an Adam step on h, and the stall rule."""
+        n = self.codes.shape[0]
+        dtype = self.codes.dtype
+        k_batch, k_noise = jr.split(key)
+        chunks = carry.batch_size // self.chunk
+        masses, u_mean = self.estimate(k_batch, carry.heights, carry.batch_size, chunks)
+        grad = masses - self.weights
         error = n * jnp.max(jnp.abs(grad))
-        dual = u_mean - jnp.dot(weights, st.heights)
-        converged = error < spec.tol
+        dual = u_mean - jnp.dot(self.weights, carry.heights)
+        converged = error < self.tol
+        rate = carry.opt_state.hyperparams["learning_rate"]
         with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts with floats
-            updates, opt_state = optimizer.update(grad, st.opt_state)
-        h = st.heights + updates
+            updates, opt_state = _adam(rate).update(grad, carry.opt_state)
+        h = carry.heights + updates.astype(dtype)
+        h = h - jnp.mean(h)
         gnorm = jnp.linalg.norm(grad)
-        since = jnp.where(gnorm < st.best, 0, st.since_best + 1)
-        new = _PhaseState(
-            heights=jnp.where(converged, st.heights, h - jnp.mean(h)),  # stop at the h that met tol
-            opt_state=jax.tree.map(lambda a, b: jnp.where(converged, b, a), opt_state, st.opt_state),
-            best=jnp.minimum(gnorm, st.best),
-            since_best=since,
-            error=error,
+        since = jnp.where(gnorm < carry.best, 0, carry.since_best + 1).astype(jnp.int32)
+        stalled = ~converged & (since >= self.patience)
+        # At a stall, the criterion's own noise at the new h: two independent estimates (n·max|m̂ − m̂'|/√2).
+        # Their loops run 0 chunks unless this step stalled, so the check costs nothing on other steps.
+        noise_chunks = jnp.where(stalled, chunks, 0)
+        pair = jax.vmap(lambda k: self.estimate(k, h, carry.batch_size, noise_chunks)[0])(jr.split(k_noise))
+        noise = n * jnp.max(jnp.abs(pair[0] - pair[1])) / jnp.sqrt(jnp.asarray(2.0, dtype))
+        grow = stalled & (noise > 0.5 * self.tol) & (carry.batch_size < self.max_batch_size)
+        with jax.numpy_dtype_promotion("standard"):
+            restart = _adam(rate * self.lr_decay).init(h)  # a stall: smaller rate, fresh moments
+        opt_state = jax.tree.map(lambda a, b: jnp.where(stalled, a, b), restart, opt_state)
+        unset = jnp.asarray(jnp.finfo(dtype).max, dtype)  # "no best yet"; finite, as checkpoints require
+        new = _SolverCarry(
+            heights=jnp.where(converged, carry.heights, h),  # stop at the h that met tol
+            opt_state=jax.tree.map(lambda a, b: jnp.where(converged, a, b), carry.opt_state, opt_state),
+            batch_size=jnp.where(grow, 2 * carry.batch_size, carry.batch_size),
+            best=jnp.where(stalled, unset, jnp.minimum(gnorm, carry.best)),
+            since_best=jnp.where(stalled, 0, since).astype(jnp.int32),
             converged=converged,
-            stalled=~converged & (since >= spec.patience),
         )
-        return new, (error, dual)
+        info = {
+            "error": error,
+            "dual": dual,
+            "batch_size": carry.batch_size,
+            "learning_rate": rate,
+            "stalled": stalled,
+            "noise": jnp.where(stalled, noise, jnp.zeros((), dtype)),  # measured only at a stall
+            "converged": converged,
+        }
+        return new, info
 
-    def idle(st, key):  # the phase ended earlier in this block: no pass over the source
-        nan = jnp.asarray(jnp.nan, codes.dtype)
-        return st, (nan, nan)
 
-    def body(st, key):
-        return jax.lax.cond(st.converged | st.stalled, idle, live, st, key)
-
-    return jax.lax.scan(body, state, keys)
+def _solver_converged(carry: _SolverCarry, info: dict[str, Array]) -> Array:
+    """The solver's ``terminate``: stop after the step whose fresh batch met ``tol``."""
+    return carry.converged
 
 
 class SemiDiscreteResult(eqx.Module):
@@ -324,12 +385,13 @@ class SemiDiscreteResult(eqx.Module):
         codes: (n, d) the codes. weights: (n,) their masses ν.
         heights: (n,) the heights h (mean zero) of u_h(x) = maxᵢ⟨x, yᵢ⟩ + hᵢ.
         cell_masses: (n,) μ(Wᵢ(h)) (or E_μ[sᵢ] when ``tau > 0``) estimated on a fresh quasi-MC batch
-            of ``evaluation_size`` points drawn after the solve (independent of the iterates).
+            of ``evaluation_size`` points (default ≥ 2¹⁸) drawn after the solve (independent of the iterates).
         cell_mass_error: n·maxᵢ|cell_massesᵢ − νᵢ| on that batch (the §6c criterion, 1e-2 by default).
         converged: whether a training batch met ``tol`` (the fresh estimate is what to trust).
         num_iterations: Adam steps taken. batch_size: the final batch size (after doublings).
         errors, duals, batch_sizes: per iteration, n·max|ĝ|, the dual value E(h) and the batch size.
         noise_levels: at each stall, the measured noise of the criterion (see the solver).
+        learning_rate: the Adam rate at the end (after the decays at stalls).
         tau: 0 for the hard (AE-OT) problem, else the temperature of the smoothed dual.
     """
 
@@ -345,7 +407,8 @@ class SemiDiscreteResult(eqx.Module):
     duals: Float[Array, " iterations"]
     batch_sizes: Int[Array, " iterations"]
     noise_levels: Float[Array, " stalls"]
-    tau: float = eqx.field(static=True)
+    learning_rate: Float[Array, ""]
+    tau: Float[Array, ""]
     source: str = eqx.field(static=True)
 
     def potential(self, x: Any) -> Array:
@@ -361,6 +424,23 @@ class SemiDiscreteResult(eqx.Module):
         return smoothed_brenier_map(x, self.codes, self.heights, tau)
 
 
+def _check_scale(name: str, value: Array, d: int = 1) -> Array:
+    """``value`` finite and small enough that d·max|v|² (a squared norm, a score) is finite in its dtype."""
+    value = _validate.finite(name, value)
+    if not _validate.is_concrete(value) or value.size == 0:
+        return value
+    arr = np.asarray(value, np.float64)
+    limit = math.sqrt(float(jnp.finfo(value.dtype).max) / (64.0 * d))  # 64: headroom for sums of n·d terms
+    biggest = float(np.max(np.abs(arr)))
+    if biggest >= limit:
+        raise ValueError(
+            f"{name} must have entries of magnitude below {limit:.3g} so that squared norms and scores "
+            f"stay finite in {value.dtype}, got max |{name}| = {biggest:.3g}; rescale them (e.g. "
+            "(codes − mean) / std: semi-discrete OT is equivariant under such affine maps) or use float64"
+        )
+    return value
+
+
 class SemiDiscreteOT(eqx.Module):
     """Semi-discrete OT from a continuous source to weighted codes: the heights of the Brenier potential.
 
@@ -370,7 +450,7 @@ class SemiDiscreteOT(eqx.Module):
 
         repeat: x₁..x_M ~ μ (randomised Sobol);  ĝᵢ = #{x: i*(x) = i}/M − νᵢ;  h ← Adam(h, ĝ);  h −= mean h
         stop when n·maxᵢ|ĝᵢ| < tol;  if ‖ĝ‖ has not improved for ``patience`` steps (a stall):
-            lr ← lr·lr_decay, and M ← 2M if the estimate's own noise exceeds tol/2
+            lr ← lr·lr_decay, Adam restarts, and M ← 2M if the estimate's own noise exceeds tol/2
 
     AE-OT doubles M at every stall and keeps the rate. Two refinements of ours: (i) the rate decays
     at each stall (``lr_decay=1`` switches it off), because Adam's step does not shrink with the
@@ -380,11 +460,23 @@ class SemiDiscreteOT(eqx.Module):
     exceeds ``max_batch_size``. Source points are processed in chunks so that at most
     ``chunk_elements`` scores exist at once (memory O(chunk_elements + n d), any n).
 
+    The runtime: :meth:`solve` is one :func:`dpflows.iterate` loop (``fold_in`` step keys, progress
+    bar, checkpoints and bitwise resume, early exit at ``tol``) whose carry holds h, the Adam state
+    with its rate, the batch size and the stall counter. ``tau``, ``learning_rate``, ``tol`` and
+    ``lr_decay`` are array leaves (a grid over them, or over codes of one shape, is one compiled
+    program: :func:`sweep_solve`). Static fields are only what changes shapes or code paths: the
+    batch sizes (M is a carry leaf between ``batch_size`` and ``max_batch_size``; the loop over source
+    chunks has a data-dependent trip count, so doubling M does not recompile), the chunk, ``patience``,
+    ``source``, ``sampling`` and whether τ > 0 (hard argmax vs softmax). The randomised-Sobol batches
+    are prefixes of one scrambled table of ``max_batch_size`` points drawn once per solve (memory
+    ``max_batch_size × d`` floats; ``sampling="random"`` needs none).
+
     Args:
-        codes: (n, d) codes yᵢ.
+        codes: (n, d) codes yᵢ (finite, with d·max|yᵢⱼ|² representable in their dtype).
         weights: (n,) masses ν (positive, summing to 1); uniform if None.
         source: ``"uniform"`` ([0, 1]ᵈ, as AE-OT) or ``"gaussian"`` (N(0, I)).
-        tau: 0 for the hard problem; τ > 0 optimises the smoothed dual directly.
+        tau: 0 for the hard problem; τ > 0 optimises the smoothed dual directly (whether τ > 0 is
+            read once, from a concrete value, and is static; the value itself is a leaf).
         learning_rate: initial Adam rate; default 0.05·σ_μ·maxᵢ‖yᵢ − ȳ‖ (σ_μ the source's per-axis
             sd), a twentieth of the spread of the scores ⟨x, yᵢ⟩ over the source.
         batch_size: initial M (rounded up to a power of two). max_batch_size: cap on the doubling.
@@ -393,27 +485,33 @@ class SemiDiscreteOT(eqx.Module):
         lr_decay: learning-rate factor at each stall, in (0, 1].
         sampling: ``"sobol"`` (randomised QMC, default) or ``"random"`` (i.i.d.).
         chunk_elements: scores held at once (source chunk × n).
-        evaluation_size: points of the final fresh estimate (default: the final batch size).
+        evaluation_size: points of the final fresh estimate (default: the final batch size, and at
+            least 2¹⁸ so that the estimate resolves cell masses well below a 1e-2/n tolerance).
+
+    Raises:
+        ValueError: naming the argument: codes not (n, d), not finite or too large to square; weights
+            not positive or not summing to 1; a bad option or rate.
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr
         >>> codes = jnp.linspace(0.0, 1.0, 4)[:, None]
         >>> res = SemiDiscreteOT(codes, batch_size=4096, tol=2e-2).solve(jr.key(0))
-        >>> bool(res.cell_mass_error < 0.05), [round(float(m), 2) for m in res.cell_masses]
-        (True, [0.25, 0.25, 0.25, 0.25])
+        >>> bool(res.converged), bool(res.cell_mass_error < 0.05), [round(float(m), 2) for m in res.cell_masses]
+        (True, True, [0.25, 0.25, 0.25, 0.25])
     """
 
     codes: Float[Array, "n d"]
     weights: Float[Array, " n"]
+    tau: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    learning_rate: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    tol: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    lr_decay: Float[Array, ""] = eqx.field(converter=jnp.asarray)
     source: str = eqx.field(static=True)
-    tau: float = eqx.field(static=True)
-    learning_rate: float = eqx.field(static=True)
+    smoothed: bool = eqx.field(static=True)
     batch_size: int = eqx.field(static=True)
     max_batch_size: int = eqx.field(static=True)
-    tol: float = eqx.field(static=True)
     max_iterations: int = eqx.field(static=True)
     patience: int = eqx.field(static=True)
-    lr_decay: float = eqx.field(static=True)
     sampling: str = eqx.field(static=True)
     chunk_elements: int = eqx.field(static=True)
     evaluation_size: int | None = eqx.field(static=True)
@@ -424,20 +522,21 @@ class SemiDiscreteOT(eqx.Module):
         weights: Any = None,
         *,
         source: str = "uniform",
-        tau: float = 0.0,
-        learning_rate: float | None = None,
+        tau: Any = 0.0,
+        learning_rate: Any = None,
         batch_size: int = 2**14,
         max_batch_size: int = 2**20,
-        tol: float = 1e-2,
+        tol: Any = 1e-2,
         max_iterations: int = 5000,
         patience: int = 20,
-        lr_decay: float = 0.5,
+        lr_decay: Any = 0.5,
         sampling: str = "sobol",
         chunk_elements: int = 2**22,
         evaluation_size: int | None = None,
     ):
         """Validate the codes, weights and settings (see the class docstring)."""
-        y = _validate.finite("codes", _validate.floating_array("codes", codes))
+        y = _validate.floating_array("codes", codes)
+        y = _check_scale("codes", y, y.shape[-1] if y.ndim else 1)
         if y.ndim != 2 or y.shape[0] == 0 or y.shape[1] == 0:
             raise ValueError(f"codes must have shape (n, d) with n, d >= 1, got {y.shape}")
         n = y.shape[0]
@@ -448,9 +547,12 @@ class SemiDiscreteOT(eqx.Module):
             if w.shape != (n,):
                 raise ValueError(f"weights must have shape ({n},) to match codes, got {w.shape}")
             _validate.positive("weights", w)
-            total = float(jnp.sum(w))
-            if abs(total - 1.0) > 1e-5:
-                raise ValueError(f"weights must sum to 1, got {total:.6g} (normalise them: weights / weights.sum())")
+            if _validate.is_concrete(w):
+                total = float(np.sum(np.asarray(w, np.float64)))
+                if abs(total - 1.0) > 1e-5:
+                    raise ValueError(
+                        f"weights must sum to 1, got {total:.6g} (normalise them: weights / weights.sum())"
+                    )
         _validate.one_of("source", source, SOURCES)
         _validate.one_of("sampling", sampling, SAMPLINGS)
         _validate.positive("tau", tau, allow_zero=True)
@@ -463,14 +565,17 @@ class SemiDiscreteOT(eqx.Module):
             raise ValueError(f"max_batch_size must be >= batch_size ({batch_size}), got {max_batch_size}")
         if learning_rate is None:
             sd = 1.0 / math.sqrt(12.0) if source == "uniform" else 1.0
-            spread = float(jnp.max(jnp.linalg.norm(y - jnp.mean(y, axis=0, keepdims=True), axis=1)))
-            learning_rate = 0.05 * sd * (spread if spread > 0 else 1.0)
+            spread = jnp.max(jnp.linalg.norm(y - jnp.mean(y, axis=0, keepdims=True), axis=1))
+            learning_rate = 0.05 * sd * jnp.where(spread > 0, spread, jnp.ones((), y.dtype))
         _validate.positive("learning_rate", learning_rate)
         self.codes, self.weights = y, w
-        self.source, self.sampling, self.tau = source, sampling, float(tau)
-        self.learning_rate = float(learning_rate)
+        self.source, self.sampling = source, sampling
+        # τ = 0 (hard argmax) vs τ > 0 (softmax) is a code path: read once from a concrete τ.
+        self.smoothed = bool(np.all(np.asarray(tau) > 0)) if _validate.is_concrete(tau) else True
+        self.tau = jnp.asarray(tau, y.dtype)
+        self.learning_rate = jnp.asarray(learning_rate, y.dtype)
+        self.tol, self.lr_decay = jnp.asarray(tol, y.dtype), jnp.asarray(lr_decay, y.dtype)
         self.batch_size, self.max_batch_size = batch_size, max_batch_size
-        self.tol, self.lr_decay = float(tol), float(lr_decay)
         self.max_iterations = _validate.positive_int("max_iterations", max_iterations)
         self.patience = _validate.positive_int("patience", patience)
         self.chunk_elements = _validate.positive_int("chunk_elements", chunk_elements)
@@ -478,110 +583,267 @@ class SemiDiscreteOT(eqx.Module):
             None if evaluation_size is None else _validate.positive_int("evaluation_size", evaluation_size)
         )
 
-    def _spec(self, batch_size: int) -> _Spec:
+    def _chunk(self, batch_size: int) -> int:
+        """Source points per chunk: a power of two, at most ``chunk_elements // n`` and ``batch_size``."""
         n = self.codes.shape[0]
-        chunk = min(batch_size, 1 << max(0, int(math.log2(max(1, self.chunk_elements // n)))))
-        return _Spec(self.source, self.sampling, batch_size, chunk, self.tol, self.patience, self.tau > 0)
+        return min(batch_size, 1 << max(0, int(math.log2(max(1, self.chunk_elements // n)))))
+
+    def _tau(self) -> Array:
+        return jnp.where(self.tau > 0, self.tau, jnp.ones((), self.codes.dtype))
 
     def cell_masses(self, key: PRNGKeyArray, heights: Any, num: int | None = None) -> Array:
         """Estimate μ(Wᵢ(h)) (or E_μ[sᵢ] when ``tau > 0``) on ``num`` fresh randomised-QMC source points."""
         y, h = _check_codes(self.codes, heights)
         num = _next_pow2(self.batch_size if num is None else _validate.positive_int("num", num))
-        spec = self._spec(num)
         x = sample_source(key, num, y.shape[1], source=self.source, sampling=self.sampling, dtype=y.dtype)
-        return _masses_jit(x, y, h, jnp.asarray(self.tau or 1.0, y.dtype), spec.chunk, spec.smoothed)[0]
+        return _masses_jit(x, y, h, self._tau(), self._chunk(num), self.smoothed)[0]
 
-    def _noise_level(self, key: PRNGKeyArray, heights: Array, num: int) -> float:
-        """n·max|m̂ − m̂'|/√2 for two independent estimates on ``num`` points: the noise of ĝ's criterion."""
-        k1, k2 = jr.split(key)
-        diff = self.cell_masses(k1, heights, num) - self.cell_masses(k2, heights, num)
-        return float(self.codes.shape[0] * jnp.max(jnp.abs(diff)) / math.sqrt(2.0))
+    def _initial_heights(self, init: Any) -> Array:
+        if init is None:
+            return jnp.zeros_like(self.weights)
+        h = _check_codes(self.codes, init)[1]
+        return _check_scale("init", h - jnp.mean(h))
+
+    def _step(self, table: Array | None) -> _SolverStep:
+        return _SolverStep(
+            codes=self.codes,
+            weights=self.weights,
+            tau=self._tau(),
+            tol=self.tol,
+            lr_decay=self.lr_decay,
+            table=table,
+            source=self.source,
+            chunk=self._chunk(self.batch_size),
+            patience=self.patience,
+            smoothed=self.smoothed,
+            max_batch_size=self.max_batch_size,
+        )
+
+    def _carry(self, heights: Array) -> _SolverCarry:
+        dtype = self.codes.dtype
+        with jax.numpy_dtype_promotion("standard"):
+            opt_state = _adam(self.learning_rate).init(heights)
+        return _SolverCarry(
+            heights=heights,
+            opt_state=opt_state,
+            batch_size=jnp.asarray(self.batch_size, jnp.int32),
+            best=jnp.asarray(jnp.finfo(dtype).max, dtype),
+            since_best=jnp.zeros((), jnp.int32),
+            converged=jnp.zeros((), bool),
+        )
+
+    def _table(self, key: PRNGKeyArray) -> Array | None:
+        if self.sampling != "sobol":
+            return None
+        return _sobol_table(key, self.max_batch_size, self.codes.shape[1], self.codes.dtype)
+
+    def _result(self, carry: _SolverCarry, info: dict[str, Array], key: PRNGKeyArray, warn: bool, stacklevel: int):
+        taken = int(np.sum(np.asarray(info["active"])))
+        stalled = np.asarray(info["stalled"][:taken])
+        m = int(carry.batch_size)
+        masses = self.cell_masses(key, carry.heights, self.evaluation_size or max(m, _MIN_EVALUATION_SIZE))
+        y, w = self.codes, self.weights
+        converged = bool(carry.converged)
+        errors = info["error"][:taken]
+        if warn and not converged:
+            last = float(errors[-1]) if taken else float("nan")
+            warnings.warn(
+                f"SemiDiscreteOT did not reach tol={float(self.tol):.3g} in max_iterations={self.max_iterations} "
+                f"Adam steps (last n·max|ĝ| = {last:.3g} at batch size {m}, max_batch_size={self.max_batch_size}); "
+                "raise max_iterations, loosen tol, or raise max_batch_size if the batch reached it "
+                "(result.converged is False; pass warn=False to silence)",
+                ConvergenceWarning,
+                stacklevel=stacklevel,
+            )
+        return SemiDiscreteResult(
+            codes=y,
+            weights=w,
+            heights=carry.heights,
+            cell_masses=masses,
+            cell_mass_error=y.shape[0] * jnp.max(jnp.abs(masses - w)),
+            converged=jnp.asarray(converged),
+            num_iterations=taken,
+            batch_size=m,
+            errors=errors,
+            duals=info["dual"][:taken],
+            batch_sizes=info["batch_size"][:taken].astype(jnp.int32),
+            noise_levels=info["noise"][:taken][jnp.asarray(stalled)],
+            learning_rate=carry.opt_state.hyperparams["learning_rate"].astype(y.dtype),
+            tau=self.tau,
+            source=self.source,
+        )
 
     def solve(
-        self, key: PRNGKeyArray, *, init: Any = None, progress: bool = False, steps_per_call: int = 200
+        self,
+        key: PRNGKeyArray,
+        *,
+        init: Any = None,
+        progress: bool = False,
+        steps_per_call: int | None = None,
+        checkpoint: Any = None,
+        checkpoint_every: int | None = None,
+        warn: bool = True,
     ) -> SemiDiscreteResult:
-        """Run the solver (a Python loop over compiled blocks of ``steps_per_call`` Adam steps).
+        """Run the solver: one :func:`dpflows.iterate` loop of up to ``max_iterations`` Adam steps.
+
+        Step i uses ``fold_in(k_run, i)``; the loop exits after the step whose batch met ``tol``
+        (``terminate``). One compiled program whatever the batch doublings (see the class docstring).
 
         Args:
             key: PRNG key (Sobol scrambling, random shifts, the final evaluation).
             init: initial heights (a warm start, e.g. a previous solution); zeros if None.
-            progress: show a progress bar (tqdm) between compiled blocks.
-            steps_per_call: Adam steps per compiled block (a new batch size compiles once more).
+            progress: show a progress bar (tqdm) between compiled chunks.
+            steps_per_call: Adam steps per compiled chunk, the progress/checkpoint granularity (default:
+                one chunk without progress or checkpoints; a shorter last chunk compiles once more).
+            checkpoint: a folder for atomic checkpoints between chunks; an existing one resumes bitwise.
+            checkpoint_every: steps between checkpoints (default: every chunk).
+            warn: emit :class:`dpflows.ot.ConvergenceWarning` if ``tol`` was not met.
 
         Returns:
-            :class:`SemiDiscreteResult`.
+            :class:`SemiDiscreteResult` (``converged`` says whether ``tol`` was met).
         """
-        steps_per_call = _validate.positive_int("steps_per_call", steps_per_call)
-        y, w = self.codes, self.weights
-        h = jnp.zeros_like(w) if init is None else _check_codes(y, init)[1]
-        h = _validate.finite("init", h - jnp.mean(h))
-        tau = jnp.asarray(self.tau or 1.0, y.dtype)
-        lr, m = self.learning_rate, self.batch_size
-        k_eval, key = jr.split(key)
-        errors, duals, sizes, noise_levels = [], [], [], []
-        done = converged = False
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.max_iterations, desc="SemiDiscreteOT")
-        while not done:
-            spec = self._spec(m)
-            k_table, key = jr.split(jr.fold_in(key, m))
-            table = _sobol_table(k_table, m, y.shape[1], y.dtype) if self.sampling == "sobol" else jnp.zeros((1, 1))
-            with jax.numpy_dtype_promotion("standard"):
-                opt_state = optax.adam(lr).init(h)
-            st = _PhaseState(h, opt_state, jnp.asarray(jnp.inf, y.dtype), jnp.asarray(0), jnp.asarray(jnp.inf, y.dtype),
-                             jnp.asarray(False), jnp.asarray(False))  # fmt: skip
-            while True:
-                budget = self.max_iterations - len(errors)
-                if budget <= 0:
-                    done = True
-                    break
-                n_keys = min(steps_per_call, budget)
-                keys = jr.split(jr.fold_in(key, len(errors)), steps_per_call)[:n_keys]
-                st, (err, dual) = _phase(st, keys, table, y, w, tau, jnp.asarray(lr, y.dtype), spec)
-                err, dual = np.asarray(err), np.asarray(dual)
-                taken = int(np.sum(~np.isnan(err)))
-                errors.extend(err[:taken].tolist())
-                duals.extend(dual[:taken].tolist())
-                sizes.extend([m] * taken)
-                if bar is not None:
-                    bar.update(taken)
-                    bar.set_postfix(error=f"{float(st.error):.3g}", batch=m)
-                if bool(st.converged):
-                    done = converged = True
-                    break
-                if bool(st.stalled):
-                    break
-            h = st.heights
-            if not done:  # stalled: a smaller rate, and more points if the estimate's noise is the floor
-                k_noise, key = jr.split(key)
-                noise = self._noise_level(k_noise, h, m)
-                noise_levels.append(noise)
-                if noise > 0.5 * self.tol:
-                    m = min(2 * m, self.max_batch_size)
-                lr *= self.lr_decay
-        if bar is not None:
-            bar.close()
-        num_eval = self.evaluation_size or m
-        masses = self.cell_masses(k_eval, h, num_eval)
-        return SemiDiscreteResult(
-            codes=y,
-            weights=w,
-            heights=h,
-            cell_masses=masses,
-            cell_mass_error=y.shape[0] * jnp.max(jnp.abs(masses - w)),
-            converged=jnp.asarray(converged),
-            num_iterations=len(errors),
-            batch_size=m,
-            errors=jnp.asarray(errors, y.dtype),
-            duals=jnp.asarray(duals, y.dtype),
-            batch_sizes=jnp.asarray(sizes, jnp.int32),
-            noise_levels=jnp.asarray(noise_levels, y.dtype),
-            tau=self.tau,
-            source=self.source,
+        if steps_per_call is not None:
+            steps_per_call = _validate.positive_int("steps_per_call", steps_per_call)
+        h0 = self._initial_heights(init)
+        k_eval, k_table, k_run = jr.split(key, 3)
+        carry, info, _ = iterate(
+            self._step(self._table(k_table)),
+            self._carry(h0),
+            k_run,
+            self.max_iterations,
+            terminate=_solver_converged,
+            progress=progress,
+            desc="SemiDiscreteOT",
+            checkpoint=checkpoint,
+            checkpoint_every=checkpoint_every,
+            chunk_size=steps_per_call,
         )
+        return self._result(carry, info, k_eval, warn, stacklevel=3)
+
+
+_SWEEP_STATIC = (
+    "source", "smoothed", "batch_size", "max_batch_size", "max_iterations", "patience", "sampling",
+    "chunk_elements", "evaluation_size",
+)  # fmt: skip
+
+
+class _SweepStep(eqx.Module):
+    """Every member's step at once: ``jax.vmap`` inside the step; a member that met its ``tol`` is frozen.
+
+    So a sweep is one :func:`dpflows.iterate` loop, with its progress bar and checkpoints.
+    """
+
+    steps: _SolverStep  # stacked leaves (member axis 0); the shared Sobol table is held once, below
+    table: Float[Array, "M d"] | None
+
+    def __call__(self, carry: _SolverCarry, key: PRNGKeyArray) -> tuple[_SolverCarry, dict[str, Array]]:
+        """All members' steps with the same key (common random numbers); frozen members keep their carry."""
+
+        def one(step, c):
+            return eqx.tree_at(lambda st: st.table, step, self.table, is_leaf=lambda x: x is None)(c, key)
+
+        new, info = jax.vmap(one)(self.steps, carry)
+        frozen = carry.converged
+
+        def keep(old, fresh):
+            return jnp.where(frozen.reshape(frozen.shape + (1,) * (old.ndim - 1)), old, fresh)
+
+        return jax.tree.map(keep, carry, new), {**info, "taken": ~frozen}
+
+
+def _all_converged(carry: _SolverCarry, info: dict[str, Array]) -> Array:
+    return jnp.all(carry.converged)
+
+
+def sweep_solve(
+    solvers: Any,
+    key: PRNGKeyArray,
+    *,
+    init: Any = None,
+    progress: bool = False,
+    steps_per_call: int | None = None,
+    checkpoint: Any = None,
+    checkpoint_every: int | None = None,
+    warn: bool = True,
+) -> list[SemiDiscreteResult]:
+    """Solve several semi-discrete problems at once: ``jax.vmap`` of the :meth:`~SemiDiscreteOT.solve` loop.
+
+    The solvers may differ in their leaves (codes and weights of one shape, ``tau``, ``learning_rate``,
+    ``tol``, ``lr_decay``); their static settings must agree. One compiled program runs all of them:
+    the step is vmapped over the members inside one :func:`dpflows.iterate` loop (so progress and
+    checkpoints work as in :meth:`~SemiDiscreteOT.solve`); each member stops on its own (a member
+    that met ``tol`` is frozen while the others go on; the loop ends when all have). Every member
+    uses the same key (common random numbers: the same Sobol table and shifts), so member i equals
+    ``solvers[i].solve(key)`` up to float round-off.
+
+    Args:
+        solvers: a sequence of :class:`SemiDiscreteOT`.
+        key: PRNG key, shared by every member.
+        init: (len(solvers), n) initial heights, or None (zeros).
+        progress: a progress bar between compiled chunks.
+        steps_per_call: steps per compiled chunk (as in :meth:`~SemiDiscreteOT.solve`).
+        checkpoint: a folder for atomic checkpoints; an existing one resumes bitwise.
+        checkpoint_every: steps between checkpoints.
+        warn: one :class:`dpflows.ot.ConvergenceWarning` per member that did not meet its ``tol``.
+
+    Returns:
+        One :class:`SemiDiscreteResult` per solver, in order.
+
+    Raises:
+        ValueError: no solvers, codes of different shapes, or a static setting that differs (named).
+    """
+    solvers = list(solvers)
+    if not solvers or not all(isinstance(s, SemiDiscreteOT) for s in solvers):
+        raise ValueError("solvers must be a non-empty sequence of SemiDiscreteOT")
+    first = solvers[0]
+    for i, s in enumerate(solvers[1:], start=1):
+        if s.codes.shape != first.codes.shape or s.codes.dtype != first.codes.dtype:
+            raise ValueError(
+                f"solvers[{i}].codes has shape {s.codes.shape} ({s.codes.dtype}), but solvers[0].codes "
+                f"{first.codes.shape} ({first.codes.dtype}): a sweep needs codes of one shape and dtype"
+            )
+        if s.smoothed != first.smoothed:
+            raise ValueError(
+                f"solvers[{i}].tau and solvers[0].tau differ in kind (one is 0, the hard argmax problem, the "
+                "other > 0, the smoothed one): these are two code paths; sweep them separately"
+            )
+        for name in _SWEEP_STATIC:
+            if getattr(s, name) != getattr(first, name):
+                raise ValueError(
+                    f"solvers[{i}].{name} = {getattr(s, name)!r} differs from solvers[0].{name} = "
+                    f"{getattr(first, name)!r}: static settings must agree (run separate sweeps)"
+                )
+    n = first.codes.shape[0]
+    if init is None:
+        h0 = jnp.zeros((len(solvers), n), first.codes.dtype)
+    else:
+        h0 = _validate.floating_array("init", init).astype(first.codes.dtype)
+        if h0.shape != (len(solvers), n):
+            raise ValueError(f"init must have shape ({len(solvers)}, {n}), got {h0.shape}")
+        h0 = _check_scale("init", h0 - jnp.mean(h0, axis=1, keepdims=True))
+    if steps_per_call is not None:
+        steps_per_call = _validate.positive_int("steps_per_call", steps_per_call)
+    k_eval, k_table, k_run = jr.split(key, 3)
+    steps = jax.tree.map(lambda *xs: jnp.stack(xs), *[s._step(None) for s in solvers])
+    carries = jax.tree.map(lambda *xs: jnp.stack(xs), *[s._carry(h) for s, h in zip(solvers, h0, strict=True)])
+    carry, info, _ = iterate(
+        _SweepStep(steps, first._table(k_table)),
+        carries,
+        k_run,
+        first.max_iterations,
+        terminate=_all_converged,
+        progress=progress,
+        desc="sweep_solve",
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        chunk_size=steps_per_call,
+    )
+    results = []
+    for i, s in enumerate(solvers):
+        member = {k: v[:, i] for k, v in info.items() if k not in ("active", "taken")}
+        member["active"] = info["active"] & info["taken"][:, i]  # a prefix: once frozen, always frozen
+        results.append(s._result(jax.tree.map(lambda a, i=i: a[i], carry), member, k_eval, warn, stacklevel=3))
+    return results
 
 
 # ----------------------------------------------------------------------------------- the generator
@@ -711,71 +973,16 @@ def _propose(gen: AEOTGenerator, key: PRNGKeyArray, num: int):
 
 
 # --------------------------------------------------------------------------------- the autoencoder
-class MLPAutoencoder(eqx.Module):
-    """A small MLP autoencoder: encode ℝᴰ → ℝᵈ, decode ℝᵈ → ℝᴰ (sigmoid output for data in [0, 1]).
+class _ReconstructionLoss(eqx.Module):
+    """loss(model, key) = mean ‖model(x) − x‖² over a minibatch drawn without replacement (for :func:`fit`)."""
 
-    ``normalize=True`` puts codes on the unit sphere (the sliced-flow pipeline's bounded latent).
-    """
+    data: Float[Array, "N D"]
+    batch_size: int = eqx.field(static=True)
 
-    encoder: eqx.nn.MLP
-    decoder: eqx.nn.MLP
-    latent_dim: int = eqx.field(static=True)
-    normalize: bool = eqx.field(static=True)
-    sigmoid: bool = eqx.field(static=True)
-
-    def __init__(
-        self,
-        key: PRNGKeyArray,
-        *,
-        data_dim: int,
-        latent_dim: int,
-        width: int = 256,
-        depth: int = 2,
-        normalize: bool = False,
-        sigmoid: bool = True,
-    ):
-        """Build the two MLPs (``depth`` hidden layers of ``width`` units, SiLU activations)."""
-        data_dim = _validate.positive_int("data_dim", data_dim)
-        self.latent_dim = _validate.positive_int("latent_dim", latent_dim)
-        width = _validate.positive_int("width", width)
-        depth = _validate.positive_int("depth", depth)
-        k1, k2 = jr.split(key)
-        self.encoder = eqx.nn.MLP(data_dim, latent_dim, width, depth, activation=jax.nn.silu, key=k1)
-        self.decoder = eqx.nn.MLP(latent_dim, data_dim, width, depth, activation=jax.nn.silu, key=k2)
-        self.normalize, self.sigmoid = bool(normalize), bool(sigmoid)
-
-    def encode(self, x: Float[Array, " D"]) -> Float[Array, " d"]:
-        """One code from one sample."""
-        z = self.encoder(x)
-        return z / jnp.maximum(jnp.linalg.norm(z), 1e-12) if self.normalize else z
-
-    def decode(self, z: Float[Array, " d"]) -> Float[Array, " D"]:
-        """One sample from one code."""
-        out = self.decoder(z)
-        return jax.nn.sigmoid(out) if self.sigmoid else out
-
-    def __call__(self, x: Float[Array, " D"]) -> Float[Array, " D"]:
-        """Reconstruction decode(encode(x))."""
-        return self.decode(self.encode(x))
-
-
-@eqx.filter_jit
-def _ae_chunk(params, static, opt_state, keys, data, optimizer, batch_size):
-    def one(carry, key):
-        params, opt_state = carry
-        batch = data[jr.choice(key, data.shape[0], (batch_size,), replace=False)]
-
-        def loss_fn(p):
-            model = eqx.combine(p, static)
-            return jnp.mean((jax.vmap(model)(batch) - batch) ** 2)
-
-        loss, grads = eqx.filter_value_and_grad(loss_fn)(params)
-        with jax.numpy_dtype_promotion("standard"):  # optax mixes int step counts with floats
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (eqx.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(one, (params, opt_state), keys)
-    return params, opt_state, losses
+    def __call__(self, model: Any, key: PRNGKeyArray) -> Float[Array, ""]:
+        """The minibatch loss; differentiable in the model's weights."""
+        batch = self.data[jr.choice(key, self.data.shape[0], (self.batch_size,), replace=False)]
+        return jnp.mean((jax.vmap(model)(batch) - batch) ** 2)
 
 
 def train_autoencoder(
@@ -785,21 +992,32 @@ def train_autoencoder(
     key: PRNGKeyArray,
     num_steps: int,
     batch_size: int = 128,
-    learning_rate: float = 1e-3,
+    learning_rate: Any = 1e-3,
     progress: bool = False,
     chunk_size: int = 500,
+    checkpoint: Any = None,
+    checkpoint_every: int | None = None,
 ) -> tuple[MLPAutoencoder, Array]:
     """Fit an autoencoder by Adam on the mean squared reconstruction error; returns (model, losses).
 
+    Runs on :func:`dpflows.fit`: step i draws its minibatch with ``fold_in(key, i)``; the rate is a
+    leaf of the optimizer state (``optax.inject_hyperparams``), so a grid of rates is ``jax.vmap`` of
+    this function and compiles once.
+
     Args:
-        autoencoder: e.g. :class:`MLPAutoencoder`.
+        autoencoder: e.g. :class:`dpflows.nn.MLPAutoencoder` (its inexact arrays are trained).
         data: (N, D) training samples.
         key: PRNG key for the minibatches.
         num_steps: Adam steps.
         batch_size: samples per step (capped at N; drawn without replacement).
-        learning_rate: Adam's rate.
+        learning_rate: Adam's rate (> 0; an array leaf).
         progress: show a progress bar between compiled chunks.
         chunk_size: steps per compiled ``lax.scan`` chunk.
+        checkpoint: a folder for atomic checkpoints between chunks (resumes bitwise).
+        checkpoint_every: steps between checkpoints (default: every chunk).
+
+    Raises:
+        ValueError: data not (N, D) or not finite; a non-positive size or rate.
     """
     x = _validate.finite("data", _validate.floating_array("data", data))
     if x.ndim != 2 or x.shape[0] == 0:
@@ -808,24 +1026,16 @@ def train_autoencoder(
     batch_size = min(_validate.positive_int("batch_size", batch_size), x.shape[0])
     _validate.positive("learning_rate", learning_rate)
     chunk_size = _validate.positive_int("chunk_size", chunk_size)
-    optimizer = optax.adam(learning_rate)
-    params, static = eqx.partition(autoencoder, eqx.is_inexact_array)
-    with jax.numpy_dtype_promotion("standard"):
-        opt_state = optimizer.init(params)
-    keys = jr.split(key, num_steps)
-    losses = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=num_steps, desc="train_autoencoder")
-    for start in range(0, num_steps, chunk_size):
-        chunk = keys[start : start + chunk_size]
-        params, opt_state, loss = _ae_chunk(params, static, opt_state, chunk, x, optimizer, batch_size)
-        losses.append(loss)
-        if bar is not None:
-            bar.update(chunk.shape[0])
-            bar.set_postfix(loss=f"{float(loss[-1]):.4g}")
-    if bar is not None:
-        bar.close()
-    return eqx.combine(params, static), jnp.concatenate(losses)
+    optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=jnp.asarray(learning_rate, x.dtype))
+    res = fit(
+        _ReconstructionLoss(x, batch_size),
+        autoencoder,
+        optimizer,
+        key,
+        num_steps,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        chunk_size=chunk_size,
+    )
+    return res.model, res.trace.info["loss"]

@@ -389,8 +389,14 @@ def _drive(
     checkpoint: str | os.PathLike | None,
     fingerprint: dict[str, Any],
     rec_template=None,
+    tail: Callable | None = None,
 ):
-    """Loop over compiled chunks in Python: progress bar, checkpoint writes and resume."""
+    """Loop over compiled chunks in Python: progress bar, checkpoint writes and resume.
+
+    ``tail(state, length)``, when given, builds the ``(info, records)`` of ``length`` steps that a
+    stopped carry would produce (its last info repeated, ``active`` false, its records repeated):
+    once a single run's stopping rule has fired, the remaining chunks are not run (nor compiled).
+    """
     done, infos, recs = 0, [], []
     ckpt_dir = None if checkpoint is None else Path(checkpoint)
     if ckpt_dir is not None:
@@ -424,10 +430,38 @@ def _drive(
                 bar.update(length)
             if delay:
                 time.sleep(delay)
+            if tail is not None and done < plan.num_steps and _stopped(state):
+                length = plan.num_steps - done
+                info, rec = tail(state, length)
+                infos.append(info)
+                recs.append(rec)
+                done += length
+                if ckpt_dir is not None:
+                    infos = [_concat(infos, plan.step_axis)]
+                    recs = [_concat(recs, plan.step_axis)]
+                    _save(ckpt_dir, done, state, infos[0], recs[0], fingerprint)
+                if bar is not None:
+                    bar.update(length)
     finally:
         if bar is not None:
             bar.close()
     return state, _concat(infos, plan.step_axis), _concat(recs, plan.step_axis)
+
+
+def _stopped(carry) -> bool:
+    """A concrete single-run stopping carry whose rule has fired."""
+    return isinstance(carry, _Stopping) and _validate.is_concrete(carry.done) and bool(np.all(carry.done))
+
+
+def _frozen_tail(record_every: int, record, carry: _Stopping, length: int):
+    """What ``length`` more steps of a stopped carry record: the last info, inactive, and frozen records."""
+    info = {k: jnp.broadcast_to(v, (length, *v.shape)) for k, v in carry.last.items()}
+    info["active"] = jnp.zeros((length,), bool)
+    rec = None
+    if record_every:
+        one = (record or _identity)(carry.state)
+        rec = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (length // record_every, *a.shape)), one)
+    return info, rec
 
 
 def _check_restored_particles(carry, folder) -> None:
@@ -598,6 +632,7 @@ def run(
         checkpoint=checkpoint,
         fingerprint=fp,
         rec_template=rec_template,
+        tail=ft.partial(_frozen_tail, record_every, record) if stopping else None,
     )
     if stopping:
         final = final.state
@@ -735,6 +770,7 @@ def iterate(
         checkpoint=checkpoint,
         fingerprint=fp,
         rec_template=rec_template,
+        tail=None if terminate is None else ft.partial(_frozen_tail, record_every, record),
     )
     if terminate is not None:
         final = final.state

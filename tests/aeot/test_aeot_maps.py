@@ -7,6 +7,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
+import dpflows
 from dpflows import aeot
 
 
@@ -164,3 +165,21 @@ def test_autoencoder_helper(key):
     assert gen.sample(key, 5).shape == (5, 10)
     with pytest.raises(ValueError, match="data"):
         aeot.train_autoencoder(ae, jnp.zeros((3,)), key=key, num_steps=1)
+
+
+def test_autoencoder_learning_rate_is_a_leaf(key):
+    # train_autoencoder runs on dpflows.fit with the rate in the optimizer state: a grid of rates is one vmap.
+    data = jr.uniform(key, (32, 6))
+    ae = aeot.MLPAutoencoder(key, data_dim=6, latent_dim=2, width=8, depth=1)
+    rates = jnp.array([1e-3, 1e-2])
+
+    def train(lr):
+        return aeot.train_autoencoder(ae, data, key=key, num_steps=30, batch_size=8, learning_rate=lr)[1]
+
+    losses = jax.vmap(train)(rates)
+    assert losses.shape == (2, 30)
+    for lr, row in zip(rates, losses, strict=True):
+        alone = train(lr)
+        np.testing.assert_allclose(row, alone, rtol=1e-5)
+    assert float(losses[1, -1]) != float(losses[0, -1])  # the rate is really used
+    assert aeot.MLPAutoencoder is dpflows.nn.MLPAutoencoder  # one small-networks module

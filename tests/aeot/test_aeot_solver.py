@@ -7,6 +7,7 @@ import numpy as np
 import optax
 import pytest
 
+import dpflows
 from dpflows import aeot
 
 
@@ -150,3 +151,67 @@ def test_bad_inputs_name_the_argument():
         aeot.SemiDiscreteOT(codes).solve(jr.key(0), init=jnp.zeros(3))
     with pytest.raises(ValueError, match="init"):
         aeot.SemiDiscreteOT(codes).solve(jr.key(0), init=jnp.full((4,), jnp.nan))
+
+
+def test_huge_codes_blame_codes_not_the_learning_rate():
+    # Issue 23: codes of 1e30 overflowed the default rate's ‖y − ȳ‖ and the error named learning_rate.
+    with pytest.raises(ValueError, match="codes must have entries of magnitude below"):
+        aeot.SemiDiscreteOT(jnp.full((4, 2), 1e30))
+    with pytest.raises(ValueError, match="init must have entries"):
+        aeot.SemiDiscreteOT(jnp.eye(3)).solve(jr.key(0), init=jnp.array([1e30, 0.0, -1e30]))
+    aeot.SemiDiscreteOT(jnp.full((4, 2), 1e15))  # large but representable: accepted
+
+
+def test_unconverged_solve_warns_with_the_fix_and_reports_it(key):
+    codes = jr.normal(key, (8, 2))
+    solver = aeot.SemiDiscreteOT(codes, tol=1e-4, max_iterations=5, batch_size=2**10)
+    with pytest.warns(dpflows.ot.ConvergenceWarning, match="max_iterations=5.*raise max_iterations"):
+        res = solver.solve(key)
+    assert not bool(res.converged)
+    assert res.num_iterations == 5
+    assert res.errors.shape == (5,)
+    assert not bool(solver.solve(key, warn=False).converged)  # warn=False: silent (warnings are errors here)
+
+
+def test_hyperparameters_are_leaves_and_a_sweep_matches_separate_solves(key):
+    codes = jr.normal(key, (12, 2))
+    a = aeot.SemiDiscreteOT(codes, tau=0.05, tol=2e-2, max_iterations=300)
+    b = aeot.SemiDiscreteOT(2.0 * codes, tau=0.2, tol=5e-2, learning_rate=0.1, max_iterations=300)
+    # Same static structure: a new τ, tol or rate is new data for the same compiled program.
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    assert all(isinstance(getattr(a, f), jax.Array) for f in ("tau", "tol", "learning_rate", "lr_decay"))
+    swept = aeot.sweep_solve([a, b], jr.fold_in(key, 1))
+    for solver, res in zip([a, b], swept, strict=True):
+        alone = solver.solve(jr.fold_in(key, 1))
+        assert bool(res.converged)
+        assert res.num_iterations == alone.num_iterations
+        np.testing.assert_allclose(res.heights, alone.heights, atol=1e-5)  # float32 round-off of vmap
+        np.testing.assert_allclose(res.cell_masses, alone.cell_masses, atol=1e-5)
+    assert float(jnp.max(jnp.abs(swept[0].heights - swept[1].heights))) > 0.1  # members really differ
+    with pytest.raises(ValueError, match="patience"):
+        aeot.sweep_solve([a, aeot.SemiDiscreteOT(codes, tau=0.05, max_iterations=300, patience=3)], key)
+    with pytest.raises(ValueError, match="tau"):  # τ = 0 (argmax) and τ > 0 (softmax) are two code paths
+        aeot.sweep_solve([a, aeot.SemiDiscreteOT(codes)], key)
+    with pytest.raises(ValueError, match="shape"):
+        aeot.sweep_solve([a, aeot.SemiDiscreteOT(codes[:5], tau=0.05)], key)
+
+
+def test_batch_doubling_inside_one_loop_and_checkpoint_resume(key, tmp_path):
+    # i.i.d. points: the estimate's noise exceeds tol/2 at a stall, so M doubles (without a new compile).
+    codes = jr.normal(key, (16, 2))
+    solver = aeot.SemiDiscreteOT(
+        codes, sampling="random", batch_size=2**8, max_batch_size=2**11, tol=0.1, patience=5, max_iterations=120
+    )
+    res = solver.solve(key, warn=False)
+    sizes = np.asarray(res.batch_sizes)
+    assert sizes[0] == 2**8
+    assert sizes[-1] > 2**8
+    assert np.all(np.diff(sizes) >= 0)
+    assert sizes.max() <= 2**11
+    assert res.noise_levels.shape[0] >= 1
+    # Chunked with checkpoints gives the same bits (fold_in keys); a second call resumes from the end.
+    chunked = solver.solve(key, steps_per_call=40, checkpoint=tmp_path / "ckpt", warn=False)
+    resumed = solver.solve(key, steps_per_call=40, checkpoint=tmp_path / "ckpt", warn=False)
+    for other in (chunked, resumed):
+        np.testing.assert_array_equal(other.heights, res.heights)
+        np.testing.assert_array_equal(other.errors, res.errors)

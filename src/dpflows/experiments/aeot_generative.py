@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -110,22 +111,46 @@ def _median_gap(key, codes, heights, source="uniform", num=4096):
     return float(jnp.median(aeot.score_gap(x, codes, heights)))
 
 
-def _mlp_pushforward(key, codes, cfg: AEOT2DConfig, progress: bool):
-    k_init, k_train, k_sample = jr.split(key, 3)
-    gen = dpflows.ldp.MLPGenerator(k_init, latent_dim=2, data_dim=2, width=128, depth=3)
-    res = dpflows.ldp.train_generator(
-        gen,
-        codes,
-        noise=dpflows.ldp.GaussianNoise(1.0),  # only sets the cost ½‖x − y‖²; ε is given explicitly
-        optimizer=optax.adam(1e-3),
-        num_steps=cfg.mlp_steps,
-        batch_size=256,
-        key=k_train,
-        loss="divergence",
-        epsilon=cfg.mlp_epsilon,
-        progress=progress,
+class _DivergenceLoss(eqx.Module):
+    """loss(Gs, key) = Σ_l S_ε(G_l#N(0, I), codes_l): debiased Sinkhorn divergences of L stacked generators.
+
+    Cost ½‖x − y‖², ε given (not matched to any noise), ``batch_size`` latents per law and step, every
+    code. The members' weights are disjoint, so each gets the gradient of its own term, and Adam (an
+    elementwise rule) on the stack is L independent Adams: one :func:`dpflows.fit` trains every law in
+    one compiled loop, with its progress bar. A module holding its arrays as fields (compiles once).
+    """
+
+    codes: jax.Array  # (L, n, 2)
+    epsilon: jax.Array
+    batch_size: int = eqx.field(static=True)
+
+    def __call__(self, gens, key):
+        def one(gen, codes, k):
+            x = jax.vmap(gen)(jr.normal(k, (self.batch_size, gen.latent_dim), codes.dtype)).astype(codes.dtype)
+            res = dpflows.ot.sinkhorn_divergence(
+                x, codes, epsilon=self.epsilon, max_iterations=500, threshold=1e-3, warn=False
+            )
+            return res.value
+
+        keys = jr.split(key, self.codes.shape[0])
+        return jnp.sum(eqx.filter_vmap(one)(gens, self.codes, keys))
+
+
+def _mlp_pushforwards(key, codes, cfg: AEOT2DConfig, progress: bool):
+    """MLP push-forwards of N(0, I) for every law at once (codes (L, n, 2)); one sampler ``(key, m)`` per law."""
+    k_init, k_train = jr.split(key)
+    init_keys = jr.split(k_init, codes.shape[0])
+    gens = eqx.filter_vmap(lambda k: dpflows.nn.MLPGenerator(k, latent_dim=2, data_dim=2, width=128, depth=3))(
+        init_keys
     )
-    return res.generator, lambda k, m: jax.vmap(res.generator)(jr.normal(k, (m, 2)))
+    optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
+    loss = _DivergenceLoss(codes, jnp.asarray(cfg.mlp_epsilon, codes.dtype), 256)
+    gens = dpflows.fit(loss, gens, optimizer, k_train, cfg.mlp_steps, progress=progress).model
+    out = []
+    for i in range(codes.shape[0]):
+        gen = jax.tree.map(lambda a, i=i: a[i] if eqx.is_array(a) else a, gens)
+        out.append(lambda k, m, gen=gen: jax.vmap(gen)(jr.normal(k, (m, 2))))
+    return out
 
 
 def run_aeot_2d(cfg: AEOT2DConfig, ctx: RunContext):
@@ -140,23 +165,30 @@ def run_aeot_2d(cfg: AEOT2DConfig, ctx: RunContext):
     fig, axes = plt.subplots(len(cfg.datasets), 4, figsize=(13, 3.3 * len(cfg.datasets)), squeeze=False)
     fig_angles, ax_angles = plt.subplots(1, len(cfg.datasets), figsize=(4.3 * len(cfg.datasets), 3), squeeze=False)
     metrics: dict = {}
+    row_keys = [jr.fold_in(key, row) for row in range(len(cfg.datasets))]
+    toys = [_toy(name, jr.fold_in(k, 0), cfg.num_codes) for name, k in zip(cfg.datasets, row_keys, strict=True)]
+    # The grid over laws varies only leaves (codes of one shape): one compiled solve, one compiled fit.
+    solvers = [
+        aeot.SemiDiscreteOT(codes, tol=cfg.tol, max_iterations=cfg.max_iterations, max_batch_size=2**17)
+        for codes, _ in toys
+    ]
+    solved = aeot.sweep_solve(solvers, jr.fold_in(key, 1000), progress=ctx.progress, warn=False)
+    mlp_samplers = _mlp_pushforwards(jr.fold_in(key, 1001), jnp.stack([codes for codes, _ in toys]), cfg, ctx.progress)
     for row, (name, threshold) in enumerate(zip(cfg.datasets, cfg.angle_thresholds, strict=True)):
-        k = jr.fold_in(key, row)
-        codes, score = _toy(name, jr.fold_in(k, 0), cfg.num_codes)
-        solver = aeot.SemiDiscreteOT(codes, tol=cfg.tol, max_iterations=cfg.max_iterations, max_batch_size=2**17)
-        res = solver.solve(jr.fold_in(k, 1), progress=ctx.progress)
+        k = row_keys[row]
+        (codes, score), res = toys[row], solved[row]
         tau = cfg.tau_factor * _median_gap(jr.fold_in(k, 2), codes, res.heights)
         pairs_gen = aeot.AEOTGenerator(None, codes, res.heights, mode="pairs", angle_threshold=threshold)
         samples = {
             "data": _toy(name, jr.fold_in(k, 3), cfg.num_samples)[0],
             "smoothed": aeot.AEOTGenerator(None, codes, res.heights, tau=tau).sample(jr.fold_in(k, 4), cfg.num_samples),
             "pairs": pairs_gen.sample(jr.fold_in(k, 5), cfg.num_samples),
+            "mlp": mlp_samplers[row](jr.fold_in(k, 7), cfg.num_samples),
         }
-        _, mlp_sample = _mlp_pushforward(jr.fold_in(k, 6), codes, cfg, ctx.progress)
-        samples["mlp"] = mlp_sample(jr.fold_in(k, 7), cfg.num_samples)
         metrics[name] = {
             "solver": {
                 "iterations": res.num_iterations,
+                "converged": bool(res.converged),
                 "cell_mass_error": float(res.cell_mass_error),
                 "batch_size": res.batch_size,
                 "tau": tau,
@@ -192,7 +224,8 @@ def run_aeot_2d(cfg: AEOT2DConfig, ctx: RunContext):
         for m in methods
     )
     solver_rows = "\n".join(
-        f"| {name} | {v['solver']['iterations']} | {v['solver']['cell_mass_error']:.3f} | {v['solver']['batch_size']} "
+        f"| {name} | {v['solver']['iterations']} | {'yes' if v['solver']['converged'] else 'no'} "
+        f"| {v['solver']['cell_mass_error']:.3f} | {v['solver']['batch_size']} "
         f"| {v['solver']['tau']:.2e} | {v['solver']['pair_acceptance']:.2f} |"
         for name, v in metrics.items()
     )
@@ -206,8 +239,8 @@ sample of the law: the floor of each score).
 |---|---|---|---|---|
 {rows}
 
-| law | solver steps | n·max cell-mass error (fresh) | final batch | τ | pair acceptance |
-|---|---|---|---|---|---|
+| law | solver steps | met tol | n·max cell-mass error (fresh) | final batch | τ | pair acceptance |
+|---|---|---|---|---|---|---|
 {solver_rows}
 """
     return metrics, report
@@ -264,6 +297,21 @@ class AEOTDigitsConfig:
         check_positive(self, ("tau_factors", "num_samples"))
 
 
+def _smoothed_codes(codes, heights, taus, key, num: int):
+    """Codes of the smoothed map at every τ in one call: ``jax.vmap`` over τ (a leaf of the generator).
+
+    No rejection test is set, so every proposal is kept; member i uses ``fold_in(key, 10 + i)``.
+    """
+    base = aeot.AEOTGenerator(None, codes, heights, tau=taus[0])
+    taus = jnp.asarray(taus, codes.dtype)
+    keys = jnp.stack([jr.fold_in(key, 10 + i) for i in range(len(taus))])
+
+    def one(tau, k):
+        return eqx.tree_at(lambda g: g.tau, base, tau).propose(k, num)[0]
+
+    return jax.vmap(one)(taus, keys)
+
+
 def run_aeot_digits(cfg: AEOTDigitsConfig, ctx: RunContext):
     """Sample grids, proxy FID and nearest-training-image distances of AE-OT generators on the digits."""
     import matplotlib
@@ -280,7 +328,7 @@ def run_aeot_digits(cfg: AEOTDigitsConfig, ctx: RunContext):
     train, test = images[perm[:n_train]], images[perm[n_train:]]
     feats = DigitsFeatures(train, labels[perm[:n_train]], seed=ctx.seed)
 
-    ae = aeot.MLPAutoencoder(jr.fold_in(key, 0), data_dim=64, latent_dim=cfg.latent_dim, width=cfg.ae_width)
+    ae = dpflows.nn.MLPAutoencoder(jr.fold_in(key, 0), data_dim=64, latent_dim=cfg.latent_dim, width=cfg.ae_width)
     ae, ae_loss = aeot.train_autoencoder(
         ae, train, key=jr.fold_in(key, 1), num_steps=cfg.ae_steps, progress=ctx.progress
     )
@@ -293,7 +341,7 @@ def run_aeot_digits(cfg: AEOTDigitsConfig, ctx: RunContext):
     solver = aeot.SemiDiscreteOT(
         codes, tol=cfg.tol, max_iterations=cfg.max_iterations, max_batch_size=cfg.max_batch_size
     )
-    res = solver.solve(jr.fold_in(key, 2), progress=ctx.progress)
+    res = solver.solve(jr.fold_in(key, 2), progress=ctx.progress, warn=False)  # reported in metrics
     gap = _median_gap(jr.fold_in(key, 3), codes, res.heights)
 
     def decode(z):
@@ -304,9 +352,9 @@ def run_aeot_digits(cfg: AEOTDigitsConfig, ctx: RunContext):
     threshold = float(np.quantile(np.asarray(aeot.pair_angles(codes, top[:, 0], top[:, 1])), cfg.pair_angle_quantile))
 
     generated: dict[str, np.ndarray] = {}
-    for i, factor in enumerate(cfg.tau_factors):
-        gen = aeot.AEOTGenerator(None, codes, res.heights, tau=factor * gap)
-        generated[f"smoothed τ={factor:g}·gap"] = decode(gen.sample_codes(jr.fold_in(key, 10 + i), cfg.num_samples))
+    smoothed = _smoothed_codes(codes, res.heights, [f * gap for f in cfg.tau_factors], key, cfg.num_samples)
+    for factor, z in zip(cfg.tau_factors, smoothed, strict=True):
+        generated[f"smoothed τ={factor:g}·gap"] = decode(z)
     pairs = aeot.AEOTGenerator(None, codes, res.heights, mode="pairs", angle_threshold=threshold)
     generated["pairs"] = decode(pairs.sample_codes(jr.fold_in(key, 5), cfg.num_samples))
     generated["hard map (copies)"] = decode(
@@ -325,6 +373,7 @@ def run_aeot_digits(cfg: AEOTDigitsConfig, ctx: RunContext):
         "autoencoder_loss": float(ae_loss[-100:].mean()),
         "solver": {
             "iterations": res.num_iterations,
+            "converged": bool(res.converged),
             "cell_mass_error": float(res.cell_mass_error),
             "batch_size": res.batch_size,
             "median_gap": gap,
@@ -375,9 +424,10 @@ def run_aeot_digits(cfg: AEOTDigitsConfig, ctx: RunContext):
     )
     report = f"""
 Autoencoder (latent {cfg.latent_dim}) on {n_train} training digits; {len(test)} held out. Semi-discrete
-OT from [0, 1]^{cfg.latent_dim} to the {n_train} codes: {res.num_iterations} Adam steps, fresh n·max
-cell-mass error {float(res.cell_mass_error):.3f}. τ in units of the median score gap ({gap:.3g}); pair
-threshold θ_thr = {threshold:.3g} rad (the {cfg.pair_angle_quantile:g} quantile of the top-2 angles).
+OT from [0, 1]^{cfg.latent_dim} to the {n_train} codes: {res.num_iterations} Adam steps (tol
+met: {bool(res.converged)}), fresh n·max cell-mass error {float(res.cell_mass_error):.3f}. τ in units of
+the median score gap ({gap:.3g}); pair threshold θ_thr = {threshold:.3g} rad (the
+{cfg.pair_angle_quantile:g} quantile of the top-2 angles).
 
 Proxy FID: Fréchet distance in the hidden layer of a digits classifier trained on the training split,
 against the held-out images (training vs held-out images: {metrics["held_out"]["fid"]:.2f}). Novelty:
