@@ -22,13 +22,14 @@ $(STAMP): pyproject.toml requirements.lock requirements-docs.lock
 demo: $(STAMP)
 	$(VENV)/bin/dpflows demo --out runs/demo
 
-## The default test suite (slow experiments excluded).
+## The default test suite (slow experiments excluded), on two pytest-xdist workers (one per core of the
+## CI machine; a module's tests stay on one worker so its compiled programs are reused).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 ## Only the slow-marked tests (experiments at full size).
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n 2 --dist loadfile -m slow
 
 ## Side-by-side timings against peers, as ratios from one run.
 bench: $(STAMP)

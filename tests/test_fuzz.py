@@ -368,7 +368,8 @@ def gaussian_potential(mean, scale, off, x):
 def mixture_potential(means, weight0, scales):
     k = means.shape[0]
     weights = np.full((k,), 1.0 / k, np.float32)
-    weights[0] = np.float32(weight0) if k > 1 else weights[0]
+    with np.errstate(over="ignore"):  # a weight beyond float32 becomes inf: the constructor must refuse it
+        weights[0] = np.float32(weight0) if k > 1 else weights[0]
     V = outcome(lambda: GaussianMixturePotential(means, weights, scales), ("means", "weights", "scales"))
     if V is not None and np.all(np.abs(means) < 1e3) and 1e-3 < scales < 1e3:
         assert bool(jnp.isfinite(V(jnp.zeros(means.shape[1]))))

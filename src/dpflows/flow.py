@@ -414,34 +414,29 @@ def _drive(
 
         bar = tqdm(total=plan.num_steps, initial=done, desc=desc, unit="step", leave=False)
     delay = float(os.environ.get("DPFLOWS_DEBUG_CHUNK_DELAY", "0") or 0)  # test hook for kill tests
-    info = None
+
+    def advance(info, rec, length):
+        nonlocal done, infos, recs
+        infos.append(info)
+        recs.append(rec)
+        done += length
+        if ckpt_dir is not None:
+            infos = [_concat(infos, plan.step_axis)]
+            recs = [_concat(recs, plan.step_axis)]
+            _save(ckpt_dir, done, state, infos[0], recs[0], fingerprint)
+        if bar is not None:
+            bar.update(length)
+
     try:
         while done < plan.num_steps:
             length = min(plan.chunk, plan.num_steps - done)
             state, info, rec = chunk_fn(state, jnp.asarray(done, jnp.int32), length)
-            infos.append(info)
-            recs.append(rec)
-            done += length
-            if ckpt_dir is not None:
-                infos = [_concat(infos, plan.step_axis)]
-                recs = [_concat(recs, plan.step_axis)]
-                _save(ckpt_dir, done, state, infos[0], recs[0], fingerprint)
-            if bar is not None:
-                bar.update(length)
+            advance(info, rec, length)
             if delay:
                 time.sleep(delay)
             if tail is not None and done < plan.num_steps and _stopped(state):
                 length = plan.num_steps - done
-                info, rec = tail(state, length)
-                infos.append(info)
-                recs.append(rec)
-                done += length
-                if ckpt_dir is not None:
-                    infos = [_concat(infos, plan.step_axis)]
-                    recs = [_concat(recs, plan.step_axis)]
-                    _save(ckpt_dir, done, state, infos[0], recs[0], fingerprint)
-                if bar is not None:
-                    bar.update(length)
+                advance(*tail(state, length), length)
     finally:
         if bar is not None:
             bar.close()

@@ -44,7 +44,7 @@ from jax.scipy.special import logsumexp
 
 from . import _validate, ot
 from ._typing import Array, Bool, Float, Info, Int, PRNGKeyArray
-from .flow import AbstractFlow, Trace, run
+from .flow import AbstractFlow, FlowWarning, Trace, run
 from .particles import Particles, reweight
 
 __all__ = ["EuclideanHopfield", "RetrievalReport", "SinkhornHopfield", "pad_patterns"]
@@ -493,7 +493,9 @@ def _unused_key() -> PRNGKeyArray:
 def _retrieve(memory: SinkhornHopfield, state: Particles, num_steps: int) -> tuple[Particles, Trace]:
     """``run`` to the stop, then the final state's evaluation as entry ``num_steps`` of the trace."""
     # The flow is deterministic: the key only satisfies run's signature.
-    final, ran = run(memory, state, _unused_key(), num_steps, throw=False)
+    with warnings.catch_warnings():  # retrieve warns itself, with counts, when asked to (warn=True)
+        warnings.simplefilter("ignore", FlowWarning)
+        final, ran = run(memory, state, _unused_key(), num_steps, throw=False)
     info = dict(ran.info)
     last = {name: v[-1] for name, v in info.items()}
     stopped = memory.terminate(final, last)  # the last step taken met the stopping rule
@@ -717,6 +719,8 @@ class EuclideanHopfield(AbstractFlow):
 @eqx.filter_jit
 def _euclidean_retrieve(baseline: EuclideanHopfield, state: Particles, num_steps: int) -> tuple[Particles, Trace]:
     # The update is deterministic: the key only satisfies run's signature.
-    final, ran = run(baseline, state, _unused_key(), num_steps, throw=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FlowWarning)
+        final, ran = run(baseline, state, _unused_key(), num_steps, throw=False)
     steps = jnp.arange(1, num_steps + 1, dtype=jnp.int32)
     return final, Trace(info=ran.info, states=None, record_steps=steps, ok=jnp.all(jnp.isfinite(final.x)))

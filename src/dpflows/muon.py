@@ -472,9 +472,9 @@ def regularized_polar(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> regularized_polar(jnp.diag(jnp.array([3.0, 0.0])), 4.0)  # 3/5 and 0
-        Array([[0.6, 0. ],
-               [0. , 0. ]], dtype=float32)
+        >>> x = regularized_polar(jnp.diag(jnp.array([3.0, 0.0])), 4.0)  # 3/5 and 0
+        >>> [[round(float(v), 6) for v in row] for row in x]
+        [[0.6, 0.0], [0.0, 0.0]]
     """
     _check_kind_method(kind, method)
     m = _check_matrix("m", m)

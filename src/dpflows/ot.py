@@ -969,7 +969,7 @@ def sliced_wasserstein(x: Any, y: Any, *, directions: Any, a: Any = None, b: Any
     Projections are laid out (k, n) so sorting runs along the last axis (faster on XLA:CPU).
     """
     x, y = _cloud("x", x), _cloud("y", y)
-    theta = _validate.floating_array("directions", directions).astype(x.dtype)
+    theta = _validate.finite("directions", _validate.floating_array("directions", directions)).astype(x.dtype)
     if theta.ndim != 2 or theta.shape[1] != x.shape[1] or y.shape[1] != x.shape[1]:
         raise ValueError(f"directions must have shape (k, {x.shape[1]}) matching x and y, got {theta.shape}")
     a = _weights("a", a, x.shape[0], x.dtype)

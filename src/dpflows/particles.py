@@ -227,8 +227,8 @@ def _check_scalar_leaf(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a real scalar, got {value!r}")
     if arr.ndim != 0:
         raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
-    if not np.isfinite(arr):
-        raise ValueError(f"{name} must be finite, got {arr.item()!r}")
+    if not np.isfinite(arr) or abs(float(arr)) > float(np.finfo(np.float32).max):
+        raise ValueError(f"{name} must be finite (and representable in float32), got {arr.item()!r}")
 
 
 def reweight(particles: Particles, potential: Float[Array, " n"], rate: Any) -> Particles:
