@@ -385,7 +385,10 @@ def _compute(plan: _Plan, kind: str, method: str, num_iterations: int) -> jax.Ar
     elif method == "newton":
         out = svd_rest(_newton_map(mt, e, num_iterations)[0], plan.newton_ok)
     else:
-        fast = _eigh_map(mt, e, kind)
+        # The Gram range is known from ‖M‖_F/ε before any decomposition: skip eigh when no matrix is in it.
+        fast = jax.lax.cond(
+            jnp.any(finite & plan.gram_ok), lambda: _eigh_map(mt, e, kind), lambda: jnp.zeros(mt.shape, mt.dtype)
+        )
         out = jax.lax.cond(jnp.any(finite & ~plan.gram_ok), lambda: newton_rest(fast, plan.gram_ok), lambda: fast)
     out = jnp.where(finite[..., None, None], out, jnp.nan)  # NaN/inf in: NaN out (documented)
     return _mT(out) if plan.wide else out
