@@ -170,6 +170,16 @@ class RunContext:
         self.progress = progress
         self.figures: list[str] = []
 
+    def grid_bar(self, total: int, desc: str) -> Any:
+        """The one progress bar over an experiment's grid cells (each cell's steps run on the runtime's loop).
+
+        A tqdm bar, shown only when the run asked for progress; use it as a context manager or call
+        ``close``. Experiments do not build their own bars.
+        """
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
+
     def checkpoint_dir(self, name: str) -> Path:
         """A folder for the checkpoints of one run inside this experiment."""
         return self.out / "checkpoints" / name

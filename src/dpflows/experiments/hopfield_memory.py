@@ -200,13 +200,12 @@ def _memory_args(cfg) -> dict:
 def run_hopfield_perturbation(cfg: HopfieldPerturbationConfig, ctx: RunContext):
     """Accuracy vs perturbation strength, Sinkhorn memory vs Euclidean baseline, per (K, d)."""
     import matplotlib.pyplot as plt
-    from tqdm.auto import tqdm
 
     key = jr.key(ctx.seed)
     kw = {"spread": cfg.spread, "radius": cfg.radius, "max_jitter": cfg.max_jitter}
     metrics: dict = {}
     cells = [(k, d) for k in cfg.num_patterns for d in cfg.dims]
-    bar = tqdm(total=len(cells) * len(cfg.perturbations) * len(cfg.levels), disable=not ctx.progress, desc="hopfield")
+    bar = ctx.grid_bar(len(cells) * len(cfg.perturbations) * len(cfg.levels), "hopfield")
     # A loop, not a sweep: the memories change shape from cell to cell, the perturbation kind is a
     # code path, and within a cell only the queries vary (one compiled retrieval per cell already).
     # Vmapping the level grid measured slower at demo size (benchmarks/bench_hopfield.py, "grid").
@@ -331,17 +330,19 @@ class HopfieldCapacityConfig:
 def run_hopfield_capacity(cfg: HopfieldCapacityConfig, ctx: RunContext):
     """Accuracy while K grows like exp(c·d): the exponential-capacity claim."""
     import matplotlib.pyplot as plt
-    from tqdm.auto import tqdm
 
     key = jr.key(ctx.seed)
     kw = {"spread": cfg.spread, "radius": cfg.radius, "max_jitter": cfg.jitter}
     rows = []
-    for d in tqdm(cfg.dims, disable=not ctx.progress, desc="capacity"):
+    bar = ctx.grid_bar(len(cfg.dims), "capacity")
+    for d in cfg.dims:
         k = min(cfg.max_patterns, max(2, math.ceil(math.exp(cfg.rate * d))))
         pats, memory, baseline = _memories(jr.fold_in(key, d), k, d, **_memory_args(cfg))
         x, w, xb, labels = _queries(jr.fold_in(key, 10_000 + d), pats, "jitter", 1.0, cfg.trials, **kw)
         result = _accuracy(memory, baseline, x, w, xb, labels, cfg.num_steps, cfg.batch)
         rows.append(_row(*result, d=d, K=k))
+        bar.update(1)
+    bar.close()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     ds = [r["d"] for r in rows]
     for name, style in (("sinkhorn", "-o"), ("euclidean", "--s")):

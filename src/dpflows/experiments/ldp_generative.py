@@ -280,8 +280,6 @@ def run_ldp_2d(cfg: LDP2DConfig, ctx: RunContext):
     The whole (dataset × seed × noise × loss) grid is gathered first, then fitted by one sweep per
     compiled program (:func:`fit_particles`, :func:`fit_generator`) instead of one run per cell.
     """
-    from tqdm.auto import tqdm
-
     settings = _settings(cfg)
     baseline: dict[tuple, dict] = {}
     examples: dict[tuple, np.ndarray] = {}
@@ -309,7 +307,7 @@ def run_ldp_2d(cfg: LDP2DConfig, ctx: RunContext):
                         kw = loss_kwargs(variant, noise, cfg.small_eps_factor)
                         k = jr.fold_in(k_model, 100 * si + 10 * MODELS.index(model) + LOSS_VARIANTS.index(variant))
                         grid[model].append(((dataset, mech, eps, model, variant, seed), Member(k, y, noise, kw)))
-    bar = tqdm(total=sum(len(v) for v in grid.values()), desc="ldp_2d", disable=not ctx.progress)
+    bar = ctx.grid_bar(sum(len(v) for v in grid.values()), "ldp_2d")
     fitted: list[tuple[tuple, tuple]] = []
     for model, cells in grid.items():
         members = [m for _, m in cells]
@@ -546,7 +544,6 @@ def _classifier_accuracy(x_train, y_train, x_test, y_test) -> float:
 def run_ldp_digits(cfg: LDPDigitsConfig, ctx: RunContext):
     """Per-class particle models fitted to Gaussian-LDP digits; downstream accuracy and MMD vs σ."""
     import matplotlib.pyplot as plt
-    from tqdm.auto import tqdm
 
     images, labels = data.digits()
     rng = np.random.default_rng(0)  # a fixed public split
@@ -577,7 +574,7 @@ def run_ldp_digits(cfg: LDPDigitsConfig, ctx: RunContext):
         for variant in cfg.losses
     ]
     parts: dict[tuple, list] = {cell: [None] * 10 for cell in cells}
-    bar = tqdm(total=10, desc="ldp_digits", disable=not ctx.progress)
+    bar = ctx.grid_bar(10, "ldp_digits")
     for c in range(10):
         members = []
         for si, sigma, seed, variant in cells:

@@ -25,7 +25,6 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from tqdm.auto import tqdm
 
 import dpflows
 from dpflows import data, metrics, ot, swf
@@ -179,7 +178,7 @@ def run_swf_2d(cfg: SWF2DConfig, ctx: RunContext):
         squeeze=False,
     )
     total = len(cfg.datasets) * len(cfg.methods) * len(cfg.epsilons) * cfg.num_seeds
-    bar = tqdm(total=total, disable=not ctx.progress, desc="swf_2d")
+    bar = ctx.grid_bar(total, "swf_2d")
     scores, shown = {}, {}
     for di, name in enumerate(cfg.datasets):
         draw = data.eight_gaussians if name == "eight_gaussians" else data.two_moons
@@ -343,9 +342,7 @@ def run_swf_digits(cfg: SWFDigitsConfig, ctx: RunContext):
         )
 
     results, rows, grids = {}, [], {}
-    bar = tqdm(
-        total=len(cfg.methods) * len(cfg.epsilons) * cfg.num_seeds * 10, disable=not ctx.progress, desc="swf_digits"
-    )
+    bar = ctx.grid_bar(len(cfg.methods) * len(cfg.epsilons) * cfg.num_seeds * 10, "swf_digits")
     cert_lines = []
     for mi, method in enumerate(cfg.methods):
         runs = {ei: [] for ei in range(len(cfg.epsilons))}
