@@ -43,24 +43,7 @@ _ABSTRACT = (
 
 
 # object path -> (old, new): one-line source fixes pending in src/ (see the module docstring).
-KNOWN_DEFECTS: dict[str, tuple[str, str]] = {
-    # src/dpflows/ldp.py:293 - four attributes packed on two lines ("Failed to get 'name: description' pair").
-    "dpflows.ldp.TrainResult": (
-        "    generator: the trained generator. opt_state: the optimizer state (to continue training).\n"
-        "    loss: the loss at every step, (num_steps,). converged: whether each step's Sinkhorn solve\n"
-        "    converged, (num_steps,).",
-        "    generator: the trained generator.\n"
-        "    opt_state: the optimizer state (to continue training).\n"
-        "    loss: the loss at every step, (num_steps,).\n"
-        "    converged: whether each step's Sinkhorn solve converged, (num_steps,).",
-    ),
-    # src/dpflows/muon.py:888 - two parameters in one entry ("Parameter 'method, num_iterations' does not appear").
-    "dpflows.muon.MuonMeanFieldFlow": (
-        "    method, num_iterations: how the map is computed (:func:`regularized_polar`).",
-        "    method: how the map is computed (:func:`regularized_polar`).\n"
-        '    num_iterations: the Newton–Schulz step count for ``method="newton"`` (:func:`regularized_polar`).',
-    ),
-}
+KNOWN_DEFECTS: dict[str, tuple[str, str]] = {}
 APPLIED: set[str] = set()
 
 

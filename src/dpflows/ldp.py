@@ -290,9 +290,10 @@ class TrainResult(NamedTuple):
     """What :func:`train_generator` returns.
 
     Attributes:
-        generator: the trained generator. opt_state: the optimizer state (to continue training).
-        loss: the loss at every step, (num_steps,). converged: whether each step's Sinkhorn solve
-        converged, (num_steps,).
+        generator: the trained generator.
+        opt_state: the optimizer state (to continue training).
+        loss: the loss at every step, (num_steps,).
+        converged: whether each step's Sinkhorn solve converged, (num_steps,).
     """
 
     generator: Any

@@ -885,7 +885,8 @@ class MuonMeanFieldFlow(AbstractFlow):
         step_size: h > 0.
         blocks: optional mapping name → (p, q).
         kind: "sqrt" (default), "huber" or "quadratic" (heavy-ball momentum with mass ε).
-        method, num_iterations: how the map is computed (:func:`regularized_polar`).
+        method: how the map is computed (:func:`regularized_polar`).
+        num_iterations: the Newton–Schulz step count for ``method="newton"`` (:func:`regularized_polar`).
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr
