@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export MPLBACKEND := Agg
 
-.PHONY: demo test test-slow bench lint format lock notebooks clean docs lock-docs
+.PHONY: demo test test-slow bench bench-full lint format lock notebooks clean docs lock-docs
 
 # Everything installed is pinned and hashed: the lock holds the build backend too (hatchling, its
 # dependencies, and editables for `-e`), and the project is built with --no-build-isolation so that
@@ -31,9 +31,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile -m slow
 
-## Side-by-side timings against peers, as ratios from one run.
+## Side-by-side timings against peers, as ratios from one run, and the scaling table (~15 min on 2 cores;
+## each section prints as it completes). `make bench-full` adds the full-size peer runs and n = 1e5 Sinkhorn.
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+bench-full: $(STAMP)
+	$(PY) benchmarks/run_all.py --full
 
 ## Build the documentation site into site/ (offline; every warning is an error). tests/test_docs.py builds it too.
 docs: $(STAMP)
