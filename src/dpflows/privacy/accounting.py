@@ -127,6 +127,10 @@ class PrivacyLedger:
     def add_certificate(self, cert: PrivacyCertificate, count: int = 1):
         """Add a certificate: through its event when it has one, else as an (ε, δ) pair.
 
+        A self-composed event (T releases) is composed tightly by the accountant, and the
+        certificate's ``event_failure`` (a high-probability sensitivity bound's failure, part of its
+        δ) is added as a (0, failure) entry, so the ledger never reports less than the certificate.
+
         Snapped (``float_safe``) releases compose as their stated (ε′, δ′): their event describes
         the ideal mechanism only, without the floating-point terms.
 
@@ -148,13 +152,24 @@ class PrivacyLedger:
                 _Entry("approx", count, epsilon=float(cert.epsilon), delta=float(cert.delta), label=cert.mechanism)
             )
             return self
-        event = cert.event
+        event, repeats = cert.event, count
+        if isinstance(event, dpa.SelfComposedDpEvent):  # T releases of one event: compose them tightly
+            event, repeats = event.event, count * event.count
+        added = True
         if isinstance(event, dpa.GaussianDpEvent):
-            return self.add_gaussian(event.noise_multiplier, count)
-        if isinstance(event, dpa.LaplaceDpEvent):
-            return self.add_laplace(event.noise_multiplier, count)
-        if isinstance(event, dpa.PoissonSampledDpEvent) and isinstance(event.event, dpa.GaussianDpEvent):
-            return self.add_gaussian(event.event.noise_multiplier, count, event.sampling_probability)
+            self.add_gaussian(event.noise_multiplier, repeats)
+        elif isinstance(event, dpa.LaplaceDpEvent):
+            self.add_laplace(event.noise_multiplier, repeats)
+        elif isinstance(event, dpa.PoissonSampledDpEvent) and isinstance(event.event, dpa.GaussianDpEvent):
+            self.add_gaussian(event.event.noise_multiplier, repeats, event.sampling_probability)
+        else:
+            added = False
+        if added:
+            if cert.event_failure > 0:  # the event holds except with this probability: charged to δ
+                self._entries.append(
+                    _Entry("approx", count, epsilon=0.0, delta=cert.event_failure, label=f"{cert.mechanism}: failure")
+                )
+            return self
         if cert.parameters.get("kind") == "exponential" and cert.delta == 0:
             return self.add_exponential(cert.epsilon, count)
         if cert.delta == 0:
@@ -267,10 +282,11 @@ class PrivacyLedger:
             return min(self.epsilon(delta, "pld", orders=orders), self.epsilon(delta, "rdp", orders=orders))
         approx_eps, approx_delta = self._approx_totals()
         remaining = delta - approx_delta
+        if not any(e.kind != "approx" for e in self._entries):
+            # Only (ε, δ) pairs: basic composition holds at exactly their summed δ (up to rounding).
+            return approx_eps if remaining >= -1e-12 * max(delta, approx_delta) else math.inf
         if remaining <= 0:
             return math.inf
-        if not any(e.kind != "approx" for e in self._entries):
-            return approx_eps
         if accountant == "pld":
             pld = self._pld()
             eps = 0.0 if pld is None else float(pld.get_epsilon_for_delta(remaining))

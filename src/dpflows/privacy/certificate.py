@@ -37,6 +37,10 @@ class PrivacyCertificate:
         event: a ``dp_accounting.DpEvent`` describing the release exactly, for composition.
         parameters: the numbers behind the claim (noise scale, sensitivity, ...), JSON-able.
         float_safe: whether the floating-point output itself is protected (snapping).
+        event_failure: the probability (over the mechanism's own draws, e.g. random directions whose
+            sensitivity is bounded only with high probability) that ``event`` does not describe the
+            release. It is part of ``delta``; composition (:meth:`PrivacyLedger.add_certificate`) adds
+            it to δ next to the event, so it is never lost.
     """
 
     epsilon: Real
@@ -47,6 +51,7 @@ class PrivacyCertificate:
     event: Any = None
     parameters: dict = dataclasses.field(default_factory=dict)
     float_safe: bool = False
+    event_failure: float = 0.0
 
     def __post_init__(self):
         try:
@@ -59,6 +64,8 @@ class PrivacyCertificate:
         object.__setattr__(self, "delta", float(self.delta))
         _validate.in_closed_interval("delta", self.delta, 0.0, 1.0)
         _validate.one_of("covers", self.covers, COVERS)
+        object.__setattr__(self, "event_failure", float(self.event_failure))
+        _validate.in_closed_interval("event_failure", self.event_failure, 0.0, self.delta)
         if self.covers == "none" and math.isfinite(self.epsilon):
             raise ValueError("a certificate with covers='none' must have epsilon=inf")
 

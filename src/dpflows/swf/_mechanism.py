@@ -382,8 +382,7 @@ class SlicedRelease(eqx.Module):
         p = self.parameters()
         if math.isinf(p["epsilon"]):
             return PrivacyLedger().add_gaussian(0.0, 1)
-        q = p["sampling_rate"]
-        return PrivacyLedger().add_gaussian(p["noise_multiplier"], p["num_releases"], None if q >= 1 else q)
+        return PrivacyLedger().add_certificate(_certificate(p))  # the noise events and the bound's failure
 
 
 def _certificate(p: dict[str, Any]) -> PrivacyCertificate:
@@ -422,6 +421,7 @@ def _certificate(p: dict[str, Any]) -> PrivacyCertificate:
         notes=notes,
         event=privacy.subsampled_gaussian_event(p["noise_multiplier"], t, q),
         parameters=p,
+        event_failure=t * p["sensitivity_failure"],
     )
 
 
