@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from dpflows.cli import main
-from dpflows.experiments import load_config, names
+from dpflows.experiments import get, load_config, names, plan_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"experiment": "langevin_gaussian", "seed": 1, "num_particles": 300, "num_steps": 40, "record_every": 10}
@@ -80,21 +80,56 @@ def test_existing_output_needs_resume_or_overwrite(tmp_path, capsys):
     assert main(["run", str(changed), "--out", str(out), "--overwrite", "--no-progress"]) == 0
 
 
-def test_list_shows_kinds_and_configs(capsys, monkeypatch):
+def _committed_configs():
+    configs = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert configs
+    return configs
+
+
+def test_list_shows_every_config_with_its_claim_and_wall_time_and_every_kind(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     assert main(["list"]) == 0
-    text = capsys.readouterr().out
-    assert "langevin_gaussian" in text
-    assert "configs/langevin_gaussian.yaml" in text
+    configs_part, kinds_part = capsys.readouterr().out.split("Experiment kinds:")
+    lines = configs_part.splitlines()
+    claim_columns = set()
+    for path in _committed_configs():
+        about = yaml.safe_load(path.read_text())["about"]
+        name = path.relative_to(ROOT / "configs").with_suffix("").as_posix()
+        (line,) = [ln for ln in lines if ln.split()[:1] == [name]]
+        assert about["claim"] in line
+        assert about["wall_time"] in line
+        claim_columns.add(line.index(about["claim"]))
+    assert len(claim_columns) == 1  # aligned columns
+    for kind in names():  # kinds without a config still show, with their description
+        assert any(ln.startswith(f"{kind} ") and get(kind).description in ln for ln in kinds_part.splitlines()), kind
 
 
-def test_every_committed_config_is_valid():
-    configs = sorted((ROOT / "configs").glob("*.yaml"))
-    assert configs
-    for path in configs:
+def test_list_recurses_into_subfolders_and_reports_unreadable_configs(tmp_path, capsys, monkeypatch):
+    (tmp_path / "paper").mkdir()
+    about = {"claim": "a claim in a subfolder", "wall_time": "1 s (measured)"}
+    _write(tmp_path / "paper", {**TINY, "about": about}, "fig1.yaml")
+    (tmp_path / "broken.yaml").write_text("experiment: [unclosed\n")
+    monkeypatch.setenv("DPFLOWS_CONFIGS", str(tmp_path))
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out.split("Experiment kinds:")[0]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("paper/fig1 ")]
+    assert "langevin_gaussian" in line
+    assert "a claim in a subfolder" in line
+    assert "1 s (measured)" in line
+    assert "unreadable" in next(ln for ln in text.splitlines() if ln.startswith("broken "))
+
+
+def test_every_committed_config_is_valid_and_says_what_it_claims_and_how_long_it_takes():
+    for path in _committed_configs():
         exp, seed, _ = load_config(path)
         assert exp.name in names()
         assert seed >= 0
+        about = yaml.safe_load(path.read_text()).get("about")
+        assert isinstance(about, dict), f"{path}: no about: mapping"
+        for key in ("claim", "wall_time"):
+            assert isinstance(about.get(key), str), f"{path}: about.{key} missing"
+            assert about[key].strip(), f"{path}: about.{key} is empty"
+            assert "\n" not in about[key].strip(), f"{path}: about.{key} must be one line"
 
 
 def test_demo_writes_a_report_with_figures(tmp_path, capsys):
@@ -329,3 +364,242 @@ def test_folder_lock_is_exclusive_and_released(tmp_path):
         raise RuntimeError("boom")
     with folder_lock(out):  # released after an exception
         pass
+
+
+# ----------------------------------------------------------------- --set overrides and sweeps
+
+
+@dataclasses.dataclass(frozen=True)
+class _TypedConfig:
+    rate: float = 0.5
+    steps: int = 1
+    use_x: bool = False
+    epsilons: tuple[float, ...] = (1.0,)
+    label: str = "a"
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+def _typed(cfg, ctx):
+    """Echo the config it got (and the seed), so a test can see what the overrides became."""
+    return {**dataclasses.asdict(cfg), "seed": ctx.seed, "num_eps": len(cfg.epsilons)}, f"ran {cfg}"
+
+
+@pytest.fixture
+def typed(monkeypatch, tmp_path):
+    """A stub kind with typed fields and a declared sweep key (epsilon -> epsilons), for this test only."""
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))
+    _registry.register("typed_stub", _TypedConfig, description="typed stub", sweep_keys={"epsilon": "epsilons"})(_typed)
+    return _write(tmp_path, {"experiment": "typed_stub", "about": {"claim": "c", "wall_time": "1 s"}}, "typed.yaml")
+
+
+def test_set_parses_yaml_values_with_exponent_floats_lists_bools_and_seed(typed, tmp_path):
+    out = tmp_path / "o"
+    argv = ["run", str(typed), "--out", str(out), "--set", "rate=1e-5", "--set", "steps=200", "--set", "use_x=true"]
+    argv += ["--set", "epsilons=[1,5]", "--set", "seed=7", "--set", "label=1E-3x"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rate"] == 1e-5
+    assert isinstance(metrics["rate"], float)
+    assert metrics["steps"] == 200
+    assert metrics["use_x"] is True
+    assert metrics["epsilons"] == [1.0, 5.0]
+    assert metrics["seed"] == 7
+    assert metrics["label"] == "1E-3x"
+    resolved = yaml.safe_load((out / "config.yaml").read_text())  # the resolved config carries the overrides
+    assert (resolved["rate"], resolved["steps"], resolved["seed"], resolved["epsilons"]) == (1e-5, 200, 7, [1.0, 5.0])
+    assert "about" not in resolved  # about is not part of the resolved config
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["nope=1"], "unknown config key 'nope'"),
+        (["steps=many"], "config key 'steps' must be an int"),
+        (["rate=fast"], "config key 'rate' must be a number"),
+        (["use_x=3"], "config key 'use_x' must be true or false"),
+        (["epsilons=5"], "config key 'epsilons' must be a list"),
+        (["steps=0"], "steps must be >= 1"),
+        (["seed=-1"], "config key 'seed' must be a non-negative int"),
+        (["steps"], "--set expects KEY=VALUE, got 'steps'"),
+        (["=3"], "--set expects KEY=VALUE"),
+        (["steps="], "--set steps: the value is empty"),
+        (["epsilons=[1,"], "--set epsilons: '[1,' is not a YAML value"),
+        (["steps=1", "steps=2"], "--set steps is given twice"),
+    ],
+)
+def test_bad_set_is_one_line_naming_the_key_and_writes_nothing(typed, tmp_path, capsys, sets, message):
+    out = tmp_path / "o"
+    argv = ["run", str(typed), "--out", str(out)]
+    for text in sets:
+        argv += ["--set", text]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpflows: error: "), err
+    assert err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists()
+
+
+def test_resume_with_a_different_override_is_refused(typed, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["run", str(typed), "--out", str(out), "--set", "steps=2"]) == 0
+    assert main(["run", str(typed), "--out", str(out), "--resume", "--set", "steps=3"]) == 2
+    assert "config key 'steps' differs from the run that wrote it (2 vs 3)" in capsys.readouterr().err
+    assert main(["run", str(typed), "--out", str(out), "--resume", "--set", "seed=1"]) == 2
+    assert "config key 'seed' differs" in capsys.readouterr().err
+    assert main(["run", str(typed), "--out", str(out), "--resume"]) == 2  # dropping the override changes steps too
+    assert main(["run", str(typed), "--out", str(out), "--resume", "--set", "steps=2"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+
+
+@pytest.mark.parametrize(
+    ("grids", "message"),
+    [
+        (["epsilon"], "--grid expects KEY=VALUE, got 'epsilon'"),
+        (["=1,2"], "--grid expects KEY=VALUE"),
+        (["epsilon="], "--grid 'epsilon=' has an empty value"),
+        (["epsilon=1,,2"], "--grid 'epsilon=1,,2' has an empty value"),
+        (["steps=1,"], "--grid 'steps=1,' has an empty value"),
+        (["steps=1,[2"], "--grid steps: '[2' is not a YAML value"),
+        (["steps=1,2", "steps=3"], "--grid steps is given twice"),
+        (["steps=1,1"], "--grid steps repeats the value 1"),
+        (["nope=1,2"], "unknown --grid key 'nope' for experiment 'typed_stub'"),
+        (["epsilon=1", "epsilons=2"], "--grid epsilon and --grid epsilons both set 'epsilons'"),
+        (["epsilon=[1,2],3"], "--grid epsilon takes single values"),
+        (["steps=1,0"], "run steps=0: steps must be >= 1"),  # every run is validated before any starts
+        (["steps=1,x"], "config key 'steps' must be an int"),
+        (["experiment=typed_stub"], "--grid experiment: 'experiment' cannot be gridded"),
+    ],
+)
+def test_bad_grid_is_one_line_naming_the_argument_and_writes_nothing(typed, tmp_path, capsys, grids, message):
+    out = tmp_path / "o"
+    argv = ["sweep", str(typed), "--out", str(out)]
+    for text in grids:
+        argv += ["--grid", text]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpflows: error: "), err
+    assert err.count("\n") == 1, err
+    assert message in err
+    assert not out.exists()
+
+
+def test_grid_and_set_on_the_same_key_and_uncrossed_sweep_keys_are_refused(typed, tmp_path, capsys):
+    assert main(["sweep", str(typed), "--grid", "epsilon=1,2", "--set", "epsilons=[3]", "--out", str(tmp_path)]) == 2
+    assert "--grid epsilon and --set epsilons set the same config key" in capsys.readouterr().err
+    # shk_private_regression runs its ε list at `time` and its t list at `epsilon_for_time`: two curves, no product
+    cfg = str(ROOT / "configs" / "shk_private_regression.yaml")
+    assert main(["sweep", cfg, "--grid", "epsilon=1,3", "--grid", "times=1,2", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--grid epsilon and --grid times cannot be combined in one shk_private_regression run" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_sweep_of_separate_runs_writes_one_folder_per_run_and_an_index(typed, tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = ["sweep", str(typed), "--out", str(out), "--grid", "steps=1,2", "--grid", "label=a,b"]
+    argv += ["--grid", "epsilon=1e-5,5", "--set", "rate=0.25"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "4 separate runs because steps, label are not swept inside typed_stub" in text
+    assert "each run sweeps epsilon=[1e-05, 5] in one dpflows.sweep" in text
+    assert len([ln for ln in text.splitlines() if ln.startswith("[")]) == 4  # one progress line per run
+    folders = ["steps=1,label=a", "steps=1,label=b", "steps=2,label=a", "steps=2,label=b"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == folders
+    for folder in folders:
+        metrics = json.loads((out / folder / "metrics.json").read_text())
+        steps, label = (part.split("=")[1] for part in folder.split(","))
+        assert (metrics["steps"], metrics["label"]) == (int(steps), label)
+        assert metrics["epsilons"] == [1e-5, 5.0]  # every run sweeps the sweep key itself
+        assert metrics["rate"] == 0.25  # --set applies to every run
+    index = json.loads((out / "sweep.json").read_text())
+    assert [r["folder"] for r in index["runs"]] == folders
+    assert index["runs"][3]["overrides"] == {"steps": 2, "label": "b"}
+    assert index["runs"][3]["metrics"]["num_eps"] == 2  # scalar metrics only
+    assert "epsilons" not in index["runs"][3]["metrics"]
+    report = (out / "report.md").read_text()
+    assert "| run | steps | label | rate | steps | use_x | label | seed | num_eps | wall_time_s |" in report
+    assert "| [report](steps=2,label=b/report.md) | 2 | b | 0.25 | 2 | false | b | 0 | 2 |" in report
+    # the same folder again: refused, then resumed with the same grid, refused with another
+    assert main(argv) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+    other = ["sweep", str(typed), "--out", str(out), "--grid", "steps=1,3", "--resume"]
+    assert main(other) == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+def test_sweep_over_sweep_keys_only_is_one_run_holding_every_value(typed, tmp_path, capsys, monkeypatch):
+    calls = []
+    exp = get("typed_stub")
+    monkeypatch.setitem(
+        _registry._REGISTRY, "typed_stub", dataclasses.replace(exp, fn=lambda c, x: calls.append(c) or exp.fn(c, x))
+    )
+    out = tmp_path / "sw"
+    assert main(["sweep", str(typed), "--grid", "epsilon=1,.inf,2.5", "--set", "seed=3", "--out", str(out)]) == 0
+    assert "one dpflows.sweep over epsilon=[1, inf, 2.5] inside a single typed_stub run" in capsys.readouterr().out
+    assert [c.epsilons for c in calls] == [(1.0, float("inf"), 2.5)]  # one run, every value
+    assert not [p for p in out.iterdir() if p.is_dir()]  # no per-value folders: out is the run
+    assert json.loads((out / "metrics.json").read_text())["num_eps"] == 3
+    assert json.loads((out / "sweep.json").read_text())["runs"][0]["overrides"] == {"epsilon": [1, "inf", 2.5]}
+
+
+def test_declared_sweep_keys_of_the_real_experiments_plan_one_run(tmp_path):
+    # Planning only (nothing runs): the grid keys each experiment sweeps itself stay in one run.
+    cases = {
+        "ldp_tiny": {"epsilon": [5, 10], "dataset": ["eight_gaussians", "two_moons"]},
+        "ldp_digits": {"sigma": [0.3, 1.0]},
+        "swf_2d": {"epsilon": [1, 5]},
+        "swf_digits": {"epsilons": [1, 5]},
+        "shk_private_regression": {"epsilon": [1, 3]},
+        "aeot_digits": {"tau_factor": [0.5, 2]},
+        "aeot_2d": {"dataset": ["eight_gaussians", "swiss_roll"]},
+    }
+    for name, grid in cases.items():
+        overrides = {"angle_thresholds": [0.1, 0.12]} if name == "aeot_2d" else {}
+        plan = plan_sweep(ROOT / "configs" / f"{name}.yaml", grid, overrides)
+        assert [folder for folder, _ in plan.runs] == ["."], name
+        assert plan.message.startswith("one dpflows.sweep over"), name
+    plan = plan_sweep(ROOT / "configs" / "muon_meanfield.yaml", {"particle_counts": [[16], [64]]})
+    assert [folder for folder, _ in plan.runs] == ["particle_counts=16", "particle_counts=64"]  # shapes: separate
+
+
+@pytest.mark.slow
+def test_sweep_over_a_sweep_key_is_one_run_with_one_sweep(tmp_path, capsys, monkeypatch):
+    # ldp_2d declares epsilon -> epsilons: the grid becomes ONE run whose particle fits are ONE
+    # dpflows.sweep over both ε (one vmapped program), not two runs.
+    import dpflows
+
+    exp = get("ldp_2d")
+    calls, sweeps = [], []
+    real_sweep = dpflows.sweep
+
+    def counting_fn(cfg, ctx):
+        calls.append(cfg.epsilons)
+        return exp.fn(cfg, ctx)
+
+    def counting_sweep(flows, *args, **kwargs):
+        sweeps.append(len(flows))
+        return real_sweep(flows, *args, **kwargs)
+
+    monkeypatch.setitem(_registry._REGISTRY, "ldp_2d", dataclasses.replace(exp, fn=counting_fn))
+    monkeypatch.setattr(dpflows, "sweep", counting_sweep)
+    out = tmp_path / "sw"
+    tiny = ["num_private=100", "data_batch_size=100", "num_particles=20", "particle_steps=2", "num_test=50"]
+    argv = ["sweep", str(ROOT / "configs" / "ldp_tiny.yaml"), "--grid", "epsilon=5,10", "--out", str(out)]
+    for text in tiny:
+        argv += ["--set", text]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "one dpflows.sweep over epsilon=[5, 10] inside a single ldp_2d run" in capsys.readouterr().out
+    assert calls == [(5.0, 10.0)]  # the experiment ran once, with both values
+    assert sweeps == [2]  # and fitted both ε in one sweep (one compiled program)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"eight_gaussians/gaussian/5/particles/matched", "eight_gaussians/gaussian/10/particles/matched"} == set(
+        metrics["runs"]
+    )
+    assert yaml.safe_load((out / "config.yaml").read_text())["epsilons"] == [5.0, 10.0]
+    index = json.loads((out / "sweep.json").read_text())
+    assert [r["folder"] for r in index["runs"]] == ["."]

@@ -18,6 +18,32 @@ from . import (  # noqa: F401  (registration)  # noqa: F401  (registration side 
     shk_private_regression,
     swf_generative,
 )
-from ._registry import Experiment, RunContext, get, load_config, names, register, run_experiment
+from ._registry import (
+    Experiment,
+    RunContext,
+    SweepPlan,
+    get,
+    load_config,
+    names,
+    parse_value,
+    plan_sweep,
+    read_about,
+    register,
+    run_experiment,
+    run_sweep,
+)
 
-__all__ = ["Experiment", "RunContext", "get", "load_config", "names", "register", "run_experiment"]
+__all__ = [
+    "Experiment",
+    "RunContext",
+    "SweepPlan",
+    "get",
+    "load_config",
+    "names",
+    "parse_value",
+    "plan_sweep",
+    "read_about",
+    "register",
+    "run_experiment",
+    "run_sweep",
+]

@@ -250,6 +250,7 @@ register(
     "aeot_2d",
     AEOT2DConfig,
     description="AE-OT on 2-D toys: smoothed Brenier map vs AE-OT pairs vs an MLP push-forward (coverage, mixture).",
+    sweep_keys={"dataset": "datasets"},  # one sweep_solve and one vmapped fit over the laws (angle_thresholds follow)
     demo={
         "datasets": ["eight_gaussians"],
         "angle_thresholds": [0.1],
@@ -446,5 +447,6 @@ register(
     "aeot_digits",
     AEOTDigitsConfig,
     description="AE-OT on scikit-learn digits: smoothed map at several τ, pairs, Gaussian latent (FID, novelty).",
+    sweep_keys={"tau_factor": "tau_factors"},  # one jax.vmap of the smoothed generator over τ
     demo={"ae_steps": 50, "max_iterations": 10, "tau_factors": [1.0], "num_samples": 64, "latent_dim": 4},
 )(run_aeot_digits)

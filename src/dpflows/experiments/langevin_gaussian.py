@@ -218,5 +218,6 @@ register(
     "langevin_gaussian",
     LangevinGaussianConfig,
     description="ULA on an anisotropic Gaussian: particles vs the exact ULA and Ornstein–Uhlenbeck laws.",
+    sweep_keys={"bias_step_size": "bias_step_sizes"},  # one jax.vmap of the closed-form stationary law
     demo={"num_particles": 2000, "num_steps": 200},
 )(run_langevin_gaussian)

@@ -477,6 +477,10 @@ register(
     "ldp_2d",
     LDP2DConfig,
     description="Generative models from locally private 2-D data: matched entropic OT vs divergence, small ε, W₂.",
+    # ε, the Laplace ε and the dataset's release are leaves of one fit_particles sweep / vmapped fit per program;
+    # the Gaussian and Laplace ε are separate settings (not crossed), each crossed with the datasets.
+    sweep_keys={"epsilon": "epsilons", "laplace_epsilon": "laplace_epsilons", "dataset": "datasets"},
+    sweep_product=[("datasets", "epsilons"), ("datasets", "laplace_epsilons")],
     demo={
         "datasets": ["eight_gaussians"],
         "epsilons": [5.0, 10.0],
@@ -663,5 +667,6 @@ register(
     "ldp_digits",
     LDPDigitsConfig,
     description="Digits under per-record Gaussian LDP: per-class particle models, downstream accuracy vs σ.",
+    sweep_keys={"sigma": "sigmas"},  # every σ is a member of each class's fit_particles sweep
     demo={"sigmas": [0.6], "steps": 20, "num_seeds": 1, "losses": ["matched", "divergence"]},
 )(run_ldp_digits)

@@ -343,6 +343,9 @@ register(
     "shk_private_regression",
     SHKPrivateRegressionConfig,
     description="Exponential-mechanism logistic regression (breast cancer) by the exact SHK sampler, with audit.",
+    # every (ε, t) point is in one dpflows.sweep, as two curves (ε at `time`, t at `epsilon_for_time`), not a product
+    sweep_keys={"epsilon": "epsilons", "times": "times"},
+    sweep_product=[("epsilons",), ("times",)],
     demo={
         "num_particles": 4000,
         "num_seeds": 2,

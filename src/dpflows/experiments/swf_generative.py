@@ -231,6 +231,7 @@ register(
     "swf_2d",
     SWF2DConfig,
     description="DP sliced-Wasserstein flow (fixed / resampled) and DPSWgen on 8 Gaussians and two moons.",
+    sweep_keys={"epsilon": "epsilons"},  # one dpflows.sweep (or vmapped fit) over the ε releases per method
     demo={
         "datasets": ["eight_gaussians"],
         "epsilons": [5.0],
@@ -409,6 +410,7 @@ register(
     "swf_digits",
     SWFDigitsConfig,
     description="DPSWflow / DPSWflow-r / DPSWgen on the digits in an autoencoder latent (FID, SW, accuracy).",
+    sweep_keys={"epsilon": "epsilons"},  # one dpflows.sweep (or vmapped fit) over the ε releases per method
     demo={
         "epsilons": [5.0],
         "methods": ["flow"],
