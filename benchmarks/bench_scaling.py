@@ -56,6 +56,10 @@ def shk_exact(n, key):
     return _flow_step(SHKSampler(_mixture(), step_size=0.02), n, key)
 
 
+def shk_subsample(n, key):
+    return _flow_step(SHKSampler(_mixture(), step_size=0.02, density="subsample", num_reference=256), n, key)
+
+
 def hopfield(n, key):
     patterns = jr.normal(key, (4, n, 2)) + 3.0 * jnp.arange(4.0)[:, None, None]
     memory = SinkhornHopfield(patterns, epsilon=0.3, beta=10.0, max_iterations=50, threshold=1e-12)
@@ -108,6 +112,7 @@ class HostCall:
 CASES: dict[str, tuple[Callable, int, int, str]] = {
     "ULA": (ula, 1_000_000, 1_000_000, "one Langevin step on a 2-mode mixture"),
     "SHK (exact KDE)": (shk_exact, 10_000, 100_000, "transport + reaction with the exact O(n²) leave-one-out KDE"),
+    "SHK (subsample KDE)": (shk_subsample, 1_000_000, 1_000_000, "the same with the O(n·m) KDE against m = 256 references"),
     "Sinkhorn Hopfield": (hopfield, 10_000, 10_000, "one retrieval step: 4 stored clouds of n points, 50 dense Sinkhorn iterations"),
     "DP-SW": (dp_sw, 1_000_000, 1_000_000, "one flow step from a 64-direction release"),
     "Muon mean-field": (muon_meanfield, 1_000_000, 1_000_000, "one damped Hamiltonian step, n particles of 2×5 matrices, 256 inputs"),

@@ -12,10 +12,22 @@ Mixture 0.9/0.1 in d = 2 (modes at ±4, σ = 0.7), n = 2000 particles split even
 h = 0.02 for every method. Time-to-accuracy = (first recorded step with mode-weight error < 0.02)
 × (median compiled seconds per step). ULA/MALA get a wall-time budget of 15× the faster SHK
 scheme's time; if they never reach the tolerance the ratio is reported as a lower bound.
+
+The scaling section (``python benchmarks/bench_shk.py --scaling`` runs it alone) times one compiled
+step at n = 10⁴ and 10⁵ in d = 2 and 10 (the same 0.9/0.1 mixture, modes at ±4e₁): ULA, SHK with
+the exact O(n²) KDE and SHK with ``density="subsample"`` (O(n·m), m = ``num_reference``), as
+ratios to the ULA step timed in the same round (rounds interleave the cases, so a burst of load on
+the shared machine hits all of them; the median of the per-round ratios is reported), in wall time
+and in CPU time (all threads of the process; steadier when other processes share the cores). The exact KDE
+at n = 10⁵ is skipped (10¹⁰ kernel pairs, minutes per step); its time is extrapolated as n² from
+n = 10⁴. Memory is what XLA's buffer assignment plans for the compiled step (temporaries,
+arguments and outputs: ``Compiled.memory_analysis``), exact and available without running it.
 """
 
 from __future__ import annotations
 
+import statistics
+import sys
 import time
 
 import equinox as eqx
@@ -104,6 +116,99 @@ def grid_loop_vs_sweep() -> tuple[list[tuple[str, float, str]], list[str]]:
     return rows, lines
 
 
+SCALING_SIZES = (10_000, 100_000)
+SCALING_DIMS = (2, 10)
+NUM_REFERENCE = 256
+EXACT_LIMIT = 10_000  # the exact KDE above this n is extrapolated (∝ n²), not run
+
+
+def _scaling_target(d: int) -> GaussianMixturePotential:
+    means = np.zeros((2, d), np.float32)
+    means[:, 0] = (-4.0, 4.0)
+    return GaussianMixturePotential(means, np.asarray(CFG.weights, np.float32), CFG.mode_scale)
+
+
+def _step_memory(flow, state) -> int:
+    """Bytes XLA's buffer assignment plans for one compiled step: temporaries + arguments + outputs.
+
+    A compile-time figure (``Compiled.memory_analysis``), so it is exact, noise-free and available for
+    sizes that are too slow to run (the exact KDE at n = 10⁵).
+    """
+    dynamic, static = eqx.partition((flow, state), eqx.is_array)
+
+    def step(dynamic, key):
+        f, s = eqx.combine(dynamic, static)
+        return f.step(s, key)
+
+    stats = jax.jit(step).lower(dynamic, jr.key(0)).compile().memory_analysis()
+    return stats.temp_size_in_bytes + stats.argument_size_in_bytes + stats.output_size_in_bytes
+
+
+def _paired_ratios(fns: dict, reference: str, rounds: int) -> tuple[dict, dict, dict]:
+    """Median wall seconds of each case, and the medians of its per-round wall and CPU-time ratios to ``reference``.
+
+    CPU time (``time.process_time``: every thread of this process) counts the work done, so it is far
+    less sensitive than wall time to other processes sharing the cores.
+    """
+    for fn in fns.values():
+        jax.block_until_ready(fn())  # compile
+    wall: dict = {name: [] for name in fns}
+    cpu: dict = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start_wall, start_cpu = time.perf_counter(), time.process_time()
+            jax.block_until_ready(fn())
+            wall[name].append(time.perf_counter() - start_wall)
+            cpu[name].append(time.process_time() - start_cpu)
+
+    def ratio(times):
+        return {
+            name: statistics.median(t / r for t, r in zip(ts, times[reference], strict=True))
+            for name, ts in times.items()
+        }
+
+    return {name: statistics.median(ts) for name, ts in wall.items()}, ratio(wall), ratio(cpu)
+
+
+def scaling(rounds: int = 9) -> tuple[list[tuple[str, float, str]], list[str]]:
+    """One step at n = 10⁴, 10⁵ and d = 2, 10: ULA vs SHK (exact KDE) vs SHK (subsample KDE)."""
+    rows, lines, exact_at_limit = [], [], {}
+    for n in SCALING_SIZES:
+        for d in SCALING_DIMS:
+            target = _scaling_target(d)
+            x = jr.normal(jr.key(1), (n, d)) * 3.0
+            flows = {
+                "ula": ULA(target, step_size=0.02, record_energy=False),
+                "shk_subsample": SHKSampler(target, step_size=0.02, density="subsample", num_reference=NUM_REFERENCE),
+            }
+            if n <= EXACT_LIMIT:
+                flows["shk_exact"] = SHKSampler(target, step_size=0.02)
+            states = {name: flow.init(x) for name, flow in flows.items()}
+            fns = {
+                name: (lambda f=flow, s=states[name]: _one_step(f, s, jr.key(2))[0].x) for name, flow in flows.items()
+            }
+            med, ratio, cpu = _paired_ratios(fns, "ula", rounds)
+            for name, flow in flows.items():
+                mem = _step_memory(flow, states[name]) / 2**20
+                note = f"{ratio[name]:.1f}x ULA (CPU time {cpu[name]:.1f}x), memory {mem:.0f} MiB"
+                rows.append((f"n = {n}, d = {d}: {name}", med[name], note))
+            if "shk_exact" in ratio:
+                exact_at_limit[d] = (n, med["shk_exact"])
+            else:
+                n0, t0 = exact_at_limit[d]
+                exact = SHKSampler(target, step_size=0.02)
+                mem = _step_memory(exact, states["ula"]) / 2**20
+                note = f"not run: time extrapolated ∝ n² from n = {n0}, {t0 * (n / n0) ** 2 / med['ula']:.0f}x ULA"
+                rows.append((f"n = {n}, d = {d}: shk_exact", t0 * (n / n0) ** 2, f"{note}, memory {mem:.0f} MiB"))
+            exact = f"{ratio['shk_exact']:.0f}x" if "shk_exact" in ratio else "not run"
+            lines.append(
+                f"- n = {n}, d = {d}: SHK-subsample / ULA = {ratio['shk_subsample']:.1f}x wall "
+                f"({cpu['shk_subsample']:.1f}x CPU time), SHK-exact / ULA = {exact} "
+                f"(m = {NUM_REFERENCE}; medians of {rounds} paired rounds)"
+            )
+    return rows, lines
+
+
 def main() -> str:
     target = make_target(CFG)
     k_init, k_run = jr.split(jr.key(0))
@@ -159,8 +264,16 @@ def main() -> str:
         + table(grid_rows, "shk_private_regression grid: loop vs sweep")
         + "\n\n"
         + "\n".join(grid_lines)
+        + "\n\n"
+        + scaling_report()
     )
 
 
+def scaling_report() -> str:
+    """The scaling section alone (``--scaling``)."""
+    rows, lines = scaling()
+    return table(rows, "SHK at scale: one step, exact vs subsample KDE, against ULA") + "\n\n" + "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(main())
+    print(scaling_report() if "--scaling" in sys.argv[1:] else main())

@@ -16,7 +16,7 @@ from jax.scipy.special import logsumexp
 from .. import _validate
 from .._typing import Array, Float, Info, PRNGKeyArray, PyTreeAny
 from ..flow import AbstractFlow, Trace
-from ..kde import kde_log_density, silverman_bandwidth
+from ..kde import kde_log_density, silverman_bandwidth, subsample_kde_log_density
 from ..langevin import batched_value_and_grad, check_potential, ula_move
 from ..particles import Particles, resample_if, reweight
 from ..privacy import PrivacyCertificate, Release
@@ -24,6 +24,10 @@ from ..privacy import PrivacyCertificate, Release
 __all__ = ["ExactReaction", "SHKSampler", "draw", "release"]
 
 _SCHEMES = ("weighted", "jump")
+_DENSITIES = ("exact", "subsample")
+# The reference draw of density="subsample" uses fold_in(step key, _DENSITY_STREAM): its own stream,
+# so the transport noise and the reaction's draws are the same bits as with density="exact".
+_DENSITY_STREAM = 0x6B6465  # "kde"
 
 # A reaction step is healthy when it keeps at least this share of the effective sample size
 # (``info["step_ess"]``, see ``_relative_ess``). On the 0.9/0.1 mixture of experiments/shk_mixture.py
@@ -71,7 +75,10 @@ class SHKSampler(AbstractFlow):
         target one slot the highest source index wins (deterministic, so runs are reproducible).
 
     log ρ̂ is a Gaussian KDE (bandwidth ``bandwidth``, or Silverman's rule at every step), computed
-    in blocks of ``chunk_size`` rows: O(n²) time, O(n · chunk) memory. With ``transport=0`` and a
+    in blocks of ``chunk_size`` rows: O(n²) time, O(n · chunk) memory. ``density="subsample"``
+    replaces it, when n > m = ``num_reference``, by the KDE against m references drawn ∝ w from the
+    cloud with the step's key (:func:`dpflows.kde.subsample_kde_log_density`: unbiased for ρ̂, O(n·m)
+    time and O(chunk · m) memory), with Silverman's rule taken at min(n_eff, m). With ``transport=0`` and a
     known initial density (``init(x, log_density0=...)``), log ρₜ(xᵢ) = log(N wᵢ) + log ρ₀(xᵢ) is
     exact and the weighted reaction is integrated in closed form,
 
@@ -108,6 +115,16 @@ class SHKSampler(AbstractFlow):
             The self term biases log ρ̂ upwards where particles are sparse, so the reaction kills
             the tails: on a 2-D Gaussian at N = 4000 it shrank the variance by ~0.1 at t = 0.5
             against ≤ 0.03 without it (``tests/shk/test_shk_flow.py``).
+        density: ``"exact"`` (the O(n²) KDE, the reference and the default) or ``"subsample"`` (O(n·m),
+            for large n). Switch from n ≈ 5·10³: at n = 10⁴ the exact step costs 30-90× a ULA step
+            and the subsample step (m = 256) 1-2.5×; at n = 10⁵ the subsample step costs ~4× a ULA
+            step in d = 2 and ~2× in d = 10 (CPU time; ``python benchmarks/bench_shk.py --scaling``).
+            Unused in the exact pure-reaction mode, which needs no density estimate.
+        num_reference: m ≥ 1, the references of ``density="subsample"`` (static: it sets shapes);
+            cost ∝ m. Its log ρ̂ has relative variance ≈ 1/(m ρ (4πδ²)^{d/2}) (≈ 0.1 mean abs error
+            in the bulk of a 2-D Gaussian at m = 256), noise that averages out over steps, and a
+            Jensen bias of minus half that (``tests/shk/test_shk_kde_scalable.py``). With n ≤ m the
+            exact KDE is used: it is then cheaper and has no noise.
 
     Example:
         >>> import jax.numpy as jnp, jax.random as jr
@@ -131,6 +148,8 @@ class SHKSampler(AbstractFlow):
     ess_threshold: Float[Array, ...] = eqx.field(converter=jnp.asarray, default=0.5)
     chunk_size: int = eqx.field(static=True, default=1024)
     leave_one_out: bool = eqx.field(static=True, default=True)
+    density: str = eqx.field(static=True, default="exact")
+    num_reference: int = eqx.field(static=True, default=256)
 
     def __check_init__(self):
         if not callable(self.potential):
@@ -144,6 +163,8 @@ class SHKSampler(AbstractFlow):
             _validate.positive("bandwidth", bw[~np.isnan(bw)])  # NaN is the Silverman sentinel
         _validate.in_closed_interval("ess_threshold", self.ess_threshold, 0.0, 1.0)
         _validate.positive_int("chunk_size", self.chunk_size)
+        _validate.one_of("density", self.density, _DENSITIES)
+        _validate.positive_int("num_reference", self.num_reference)
 
     # ------------------------------------------------------------------------------------ init
     def init(self, x: Any, logw: Any = None, *, log_density0: Callable[[Array], Array] | Any = None) -> Particles:
@@ -186,19 +207,30 @@ class SHKSampler(AbstractFlow):
         return Particles(x=state.x, logw=state.logw, v=state.v, t=state.t, aux=aux)
 
     # ------------------------------------------------------------------------------------ step
-    def _log_density(self, state: Particles) -> tuple[Array, Array]:
+    def _subsampled(self, num_particles: int) -> bool:
+        return self.density == "subsample" and num_particles > self.num_reference
+
+    def _log_density(self, state: Particles, key: PRNGKeyArray) -> tuple[Array, Array]:
         if isinstance(state.aux, ExactReaction):
             return _exact_log_density(state), jnp.zeros((), state.x.dtype)
+        subsampled = self._subsampled(state.num_particles)
         fixed = self.bandwidth.astype(state.x.dtype)
         # Silverman's rule costs O(nd) against the KDE's O(n²d): always computed, so a sweep may mix
-        # fixed bandwidths and the NaN sentinel in one compiled program.
-        silverman = silverman_bandwidth(state.x, state.logw)
+        # fixed bandwidths and the NaN sentinel in one compiled program. An estimate on m centres
+        # has an m-sample KDE's variance, so its rule uses min(n_eff, m).
+        cap = self.num_reference if subsampled else None
+        silverman = silverman_bandwidth(state.x, state.logw, max_sample_size=cap)
         # A collapsed cloud (all particles equal) has σ̂ = 0: floor the bandwidth.
         silverman = jnp.maximum(silverman, jnp.finfo(state.x.dtype).eps ** 0.5)
         bw = jnp.where(jnp.isnan(fixed), silverman, fixed)
-        log_rho = kde_log_density(
-            state.x, state.logw, bandwidth=bw, chunk_size=self.chunk_size, leave_one_out=self.leave_one_out
-        )
+        options = {"bandwidth": bw, "chunk_size": self.chunk_size, "leave_one_out": self.leave_one_out}
+        if subsampled:
+            k_density = jr.fold_in(key, _DENSITY_STREAM)
+            log_rho = subsample_kde_log_density(
+                k_density, state.x, state.logw, num_reference=self.num_reference, **options
+            )
+        else:
+            log_rho = kde_log_density(state.x, state.logw, **options)
         return log_rho, bw
 
     def step(self, state: Particles, key: PRNGKeyArray) -> tuple[Particles, Info]:
@@ -218,7 +250,7 @@ class SHKSampler(AbstractFlow):
             x = ula_move(x, grad, alpha * h, k_noise)  # ULA at step αh
             value = jax.vmap(self.potential)(x) if self._moves() else value
         moved = Particles(x=x, logw=state.logw, v=state.v, t=state.t, aux=state.aux)
-        log_rho, bw = self._log_density(moved)
+        log_rho, bw = self._log_density(moved, key)
         lam = log_rho + value
         w = moved.weights
         free_energy = jnp.sum(w * lam)
@@ -349,13 +381,17 @@ def _count_distinct(x: Array) -> Array:
 
     Rows are projected on the fixed direction (2 + cos k)ₖ (entries linearly independent over ℚ,
     so distinct lattice points do not collide) and the sorted projections compared: equal rows give
-    equal projections exactly, distinct rows almost surely not. O(n log n), against the KDE's O(n²).
+    equal projections exactly, distinct rows almost surely not. The projections are sorted as their
+    integer bit patterns (copies are bit-identical), which XLA:CPU sorts ~4× faster than floats
+    (at n = 10⁵ the float sort cost more than a ULA step). O(n log n), against the KDE's O(n²) or O(nm).
     """
     n = x.shape[0]
     flat = x.reshape(n, -1)
     direction = 2.0 + jnp.cos(jnp.arange(1, flat.shape[1] + 1, dtype=flat.dtype))
-    proj = jnp.sort(flat @ direction)
-    return (1 + jnp.sum(proj[1:] != proj[:-1])).astype(jnp.int32)
+    proj = flat @ direction
+    bits = jax.lax.bitcast_convert_type(proj, jnp.dtype(f"int{8 * proj.dtype.itemsize}"))
+    bits = jnp.sort(bits)
+    return (1 + jnp.sum(bits[1:] != bits[:-1])).astype(jnp.int32)
 
 
 def _gather(idx: Array) -> Callable[[PyTreeAny], PyTreeAny]:
