@@ -1,19 +1,29 @@
 """DP sliced-Wasserstein flow step: dpflows vs NumPy vs PyTorch (CPU), same arithmetic.
 
-    python benchmarks/bench_swf.py
+    python benchmarks/bench_swf.py            # all sections
+    python benchmarks/bench_swf.py --step     # only the one-step tables (n = 10⁴, k ∈ {64, 256, 1000}, d ∈ {2, 64})
 
 One step of the fixed-release flow (METHODS.md §4b, exact 1-D maps): u = Θx + σξ for k directions and
 n particles, ranks of u, the release's quantiles at the mid-rank levels, x ← x − τ(u − q)ᵀΘ/k. The
 release holds m = n noisy private projections per direction, sorted once (as every implementation
 would). Peers, written for this benchmark from METHODS.md (not from the official code):
 
-* NumPy: argsort along the particle axis, shared interpolation indices (uniform weights), scatter back;
+* NumPy: ``np.argsort`` along the particle axis (its SIMD quicksort), interpolation indices shared by
+  all directions (uniform weights; dpflows handles any weights), float32 throughout, scatter back;
+* "before": dpflows' drift as it was before issue 24 (``jnp.argsort``, i.e. a two-operand XLA sort with a
+  total-order float comparator, ``jnp.cumsum``, a row-batched scatter), kept here only for the ratio;
 * PyTorch CPU (if importable here, or through ``DPFLOWS_TORCH_PYTHON=/path/to/python`` with torch
   installed there; torch is not a dependency): the same step in torch, one thread per core;
 * POT has no sliced flow step: its ``sliced_wasserstein_distance`` on the same projections sorts the
   same arrays and returns only the distance, a lower bound on a POT-based step (reported for scale).
 
-All agree (NumPy vs dpflows checked to 1e-4 on the same noise). Medians of repeated runs.
+Table 1 times the arithmetic on one fixed noise draw (dpflows' ``sliced_drift`` before and after vs the
+NumPy step: the same inputs, so the same work). Table 2 times whole steps that draw their own
+smoothing noise (``flow.step``: threefry normals; NumPy: PCG64). Candidates run interleaved (round
+robin, after a warm-up) and the medians are compared, so a load change on a shared machine hits all
+of them alike. All compute the same step: the gap columns (after one step with τ = 1, NumPy vs dpflows,
+and dpflows after vs before) are float32 rounding of the grid positions level·m − ½ (~1e-7·m of a
+table gap), which is why they are ~1e-4 at m = 10⁴ and largest where the tables' tail gaps are.
 
 Section "grid: loop vs sweep": an ε grid of flows and of DPSWgen generators on releases drawn
 beforehand, as a Python loop of runs/fits vs one ``dpflows.sweep`` / one ``jax.vmap`` of the fit
@@ -24,10 +34,12 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -81,18 +93,69 @@ def _problem(n, d, k):
 
 
 def _numpy_step(x, theta, table, noise):
+    """One NumPy step on the given noise (float32 like dpflows; uniform weights share the interpolation)."""
     n, k = x.shape[0], theta.shape[0]
     m = table.shape[1]
     u = theta @ x.T + noise
     perm = np.argsort(u, axis=1)
-    pos = np.clip((np.arange(n) + 0.5) / n * m - 0.5, 0, m - 1)
-    lo = np.floor(pos).astype(int)
+    pos = np.clip((np.arange(n) + 0.5) * (m / n) - 0.5, 0, m - 1)
+    lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, m - 1)
-    fr = pos - lo
+    fr = (pos - lo).astype(u.dtype)
     qs = table[:, lo] * (1 - fr) + table[:, hi] * fr
     q = np.empty_like(u)
     np.put_along_axis(q, perm, qs, axis=1)
     return x - TAU * ((u - q).T @ theta) / k
+
+
+def _numpy_step_drawing(x, theta, table, std, rng):
+    """The NumPy step with its own smoothing noise, as ``flow.step`` draws its own."""
+    noise = std * rng.standard_normal((theta.shape[0], x.shape[0]), dtype=np.float32)
+    return _numpy_step(x, theta, table, noise)
+
+
+@jax.jit
+def _drift_before(x, w, directions, table, count, noise):
+    """dpflows' exact drift before issue 24 (argsort of values + indices, jnp.cumsum, row-batched scatter)."""
+    u = directions @ x.T + noise
+    perm = jnp.argsort(u, axis=-1)
+    ws = w[perm]
+    levels = jnp.cumsum(ws, axis=-1) - 0.5 * ws
+    c = jnp.maximum(count, 1).astype(u.dtype)
+    pos = jnp.clip(levels * c - 0.5, 0.0, c - 1)
+    lo = jnp.floor(pos).astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, jnp.maximum(count, 1).astype(jnp.int32) - 1)
+    frac = pos - lo.astype(u.dtype)
+    take = jax.vmap(jnp.take)
+    q_sorted = take(table, lo) * (1 - frac) + take(table, hi) * frac
+    q = jax.vmap(lambda p, v: jnp.zeros_like(v).at[p].set(v))(perm, q_sorted)
+    r = u - q
+    return (r.T @ directions) / directions.shape[0], jnp.mean(r**2, axis=0) @ w
+
+
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each function, timed in turn (round robin) after one warm-up call each.
+
+    CPU time is this process's (all its threads): on a shared machine it moves less with the load than
+    wall time does, so both are reported.
+    """
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for name, t in times.items()}
+
+
+def _ms(t: tuple[float, float]) -> str:
+    return f"{t[0] * 1e3:.0f} ({t[1] * 1e3:.0f}) ms"
+
+
+def _ratio(a: tuple[float, float], b: tuple[float, float]) -> str:
+    return f"{a[0] / b[0]:.2f} ({a[1] / b[1]:.2f})"
 
 
 def _torch_times(cases):
@@ -182,36 +245,82 @@ def grid_loop_vs_sweep() -> str:
     )
 
 
-def main() -> str:
-    cases = [(10_000, d, k) for d in (8, 64) for k in (70, 1000)]
+STEP_CASES = [(10_000, d, k) for d in (2, 64) for k in (64, 256, 1000)]
+
+
+def step_tables(cases=STEP_CASES) -> str:
+    """Table 1 (fixed noise: before / after / NumPy) and Table 2 (whole steps drawing their noise)."""
     torch_times = _torch_times(cases)
-    rows = []
+    fixed, drawing = [], []
     for i, (n, d, k) in enumerate(cases):
         flow, state = _problem(n, d, k)
-        step = flow.step  # compiled (eqx.filter_jit inside)
-        key = jr.key(3)
-        t_ours = median_time(lambda: step(state, key)[0].x, repeats=5)  # noqa: B023
-        x = np.asarray(state.x, np.float32)
-        theta = np.asarray(flow.release.directions[0])
-        table = np.asarray(flow.release.tables[0])
-        noise = float(flow.release.noise_std[0]) * np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
-        t_np = median_time(lambda: _numpy_step(x, theta, table, noise), repeats=5)  # noqa: B023
-        # Same arithmetic: dpflows' drift on the NumPy noise equals the NumPy step.
-        w = jnp.full((n,), 1.0 / n)
         rel = flow.release
-        drift, _ = swf.sliced_drift(state.x, w, rel.directions[0], rel.tables[0], rel.counts[0], jnp.asarray(noise))
-        gap = float(np.max(np.abs(np.asarray(state.x - TAU * drift) - _numpy_step(x, theta, table, noise))))
-        t_pot = median_time(
-            lambda: pot.sliced_wasserstein_distance(x, x[::-1], n_projections=k, projections=theta.T),  # noqa: B023
-            repeats=5,
+        theta, table, count = rel.directions[0], rel.tables[0], rel.counts[0]
+        std = float(rel.noise_std[0])
+        noise = std * np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+        x, theta_np, table_np = np.asarray(state.x, np.float32), np.asarray(theta), np.asarray(table)
+        w, noise_j = jnp.full((n,), 1.0 / n), jnp.asarray(noise)
+        # Same arithmetic: dpflows' drift on the NumPy noise equals the NumPy step (and the old drift).
+        drift, _ = swf.sliced_drift(state.x, w, theta, table, count, noise_j)
+        gap = float(np.max(np.abs(np.asarray(state.x - TAU * drift) - _numpy_step(x, theta_np, table_np, noise))))
+        gap_before = float(np.max(np.abs(drift - _drift_before(state.x, w, theta, table, count, noise_j)[0])))
+        repeats = 3 if k >= 1000 else 5
+        t = _interleaved(
+            {
+                "before": lambda: _drift_before(state.x, w, theta, table, count, noise_j)[0],  # noqa: B023
+                "after": lambda: swf.sliced_drift(state.x, w, theta, table, count, noise_j)[0],  # noqa: B023
+                "numpy": lambda: _numpy_step(x, theta_np, table_np, noise),  # noqa: B023
+            },
+            repeats,
+        )
+        fixed.append(
+            f"| {n} | {d} | {k} | {_ms(t['before'])} | {_ms(t['after'])} | {_ms(t['numpy'])} "
+            f"| {_ratio(t['after'], t['numpy'])} | {_ratio(t['before'], t['numpy'])} "
+            f"| {_ratio(t['before'], t['after'])} | {gap:.1e} | {gap_before:.1e} |"
+        )
+        rng, key = np.random.default_rng(1), jr.key(3)
+        step = flow.step  # compiled (eqx.filter_jit inside)
+        t = _interleaved(
+            {
+                "step": lambda: step(state, key)[0].x,  # noqa: B023
+                "numpy": lambda: _numpy_step_drawing(x, theta_np, table_np, std, rng),  # noqa: B023
+                "pot": lambda: pot.sliced_wasserstein_distance(x, x[::-1], n_projections=k, projections=theta_np.T),  # noqa: B023
+            },
+            repeats,
         )
         t_torch = torch_times[i] if torch_times else None
-        best = min(t for t in (t_np, t_torch) if t is not None)
-        torch_col = f"{t_torch * 1e3:.1f} ms" if t_torch is not None else "not installed"
-        rows.append(
-            f"| {n} | {d} | {k} | {t_ours * 1e3:.1f} ms | {t_np * 1e3:.1f} ms | {torch_col} | "
-            f"{t_pot * 1e3:.1f} ms | {best / t_ours:.1f}× | {gap:.1e} |"
+        torch_col = f"{t_torch * 1e3:.0f} ms" if t_torch is not None else "not installed"
+        drawing.append(
+            f"| {n} | {d} | {k} | {_ms(t['step'])} | {_ms(t['numpy'])} | {_ratio(t['step'], t['numpy'])} "
+            f"| {torch_col} | {_ms(t['pot'])} |"
         )
+    return "\n".join(
+        [
+            "### DP sliced-Wasserstein flow: one step (fixed release, exact 1-D maps, m = n private rows)",
+            "",
+            f"jax {jax.__version__} on {jax.devices()[0].platform}; NumPy {np.__version__}; "
+            f"{time.strftime('%Y-%m-%d')}. Medians of interleaved repeats (5; 3 for k = 1000): wall (CPU) time. "
+            "A ratio < 1 means dpflows is faster.",
+            "",
+            "Table 1: the step's arithmetic on one fixed noise draw.",
+            "",
+            "| n | d | k | dpflows before | dpflows after | NumPy | after / NumPy | before / NumPy | before / after "
+            "| max gap vs NumPy | max gap after vs before |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            *fixed,
+            "",
+            "Table 2: whole steps, each drawing its own smoothing noise (dpflows `flow.step`: threefry).",
+            "",
+            "| n | d | k | dpflows step | NumPy step | dpflows / NumPy | PyTorch CPU | POT SW distance only |",
+            "|---|---|---|---|---|---|---|---|",
+            *drawing,
+        ]
+    )
+
+
+def main(step_only: bool = False) -> str:
+    if step_only:
+        return step_tables()
     growth = []
     for n, d, k in [(1_000, 8, 70), (10_000, 8, 70), (100_000, 8, 70), (10_000, 8, 300), (10_000, 8, 3000)]:
         flow, state = _problem(n, d, k)
@@ -219,15 +328,7 @@ def main() -> str:
         growth.append(f"| {n} | {k} | {median_time(lambda: step(state, jr.key(3))[0].x, repeats=5) * 1e3:.1f} ms |")  # noqa: B023
     return "\n".join(
         [
-            "### DP sliced-Wasserstein flow: one step (fixed release, exact 1-D maps, m = n private rows)",
-            "",
-            f"jax {jax.__version__} on {jax.devices()[0].platform}; NumPy {np.__version__}; "
-            f"{time.strftime('%Y-%m-%d')}",
-            "",
-            "| n | d | k | dpflows | NumPy | PyTorch CPU | POT SW distance only | speed-up vs best peer "
-            "| max gap vs NumPy |",
-            "|---|---|---|---|---|---|---|---|---|",
-            *rows,
+            step_tables(),
             "",
             "Growth (dpflows, d = 8):",
             "",
@@ -241,4 +342,4 @@ def main() -> str:
 
 
 if __name__ == "__main__":
-    print(main())
+    print(main(step_only="--step" in sys.argv[1:]))
