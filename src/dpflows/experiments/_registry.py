@@ -77,7 +77,12 @@ _Loader.add_implicit_resolver(
 
 
 def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass: never constructs objects
+    """``yaml.safe_load`` with :class:`_Loader` (a SafeLoader subclass: never constructs objects)."""
+    loader = _Loader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_value(text: str) -> Any:
