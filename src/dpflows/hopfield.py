@@ -473,15 +473,19 @@ class SinkhornHopfield(AbstractFlow):
             _warn_unconverged(self, trace, "retrieve_many")
         return final, trace
 
-    def report(self, trace: Trace, radii: Any = None) -> RetrievalReport:
-        """Summarise one retrieval trace (host-side): index, margin, steps, monotonicity, rate, basin.
+    def report(self, trace: Trace, radii: Any = None, *, energy_min: Any = None) -> RetrievalReport:
+        """Summarise one retrieval trace (host-side): index, margin, steps, monotonicity, rates, basin.
 
         Args:
             trace: the trace of one :meth:`retrieve` (index a vmapped batch first).
             radii: optional basin radii (K,) (e.g. :meth:`basin_radii`); the report then says
                 whether S_ε(μ_t, ξ_{k_0}) stayed within r_{k_0} for the start's nearest k_0.
+            energy_min: optional E_min, the energy of the minimiser the retrieval converges to
+                (e.g. ``energy(pattern)`` for a stored pattern with p_k ≈ 1); the rates are then
+                fitted to E_t − E_min, else to the decrements E_t − E_{t+1} (see
+                :class:`RetrievalReport`).
         """
-        return RetrievalReport.from_trace(trace, radii)
+        return RetrievalReport.from_trace(trace, radii, energy_min=energy_min)
 
 
 @eqx.filter_jit
@@ -570,17 +574,66 @@ def _pattern_divergences(memory: SinkhornHopfield) -> Array:
     return s * (1.0 - jnp.eye(k, dtype=dtype))
 
 
+def _geometric_rates(gaps: Any, *, floor: float = 0.0) -> tuple[float, float]:
+    """Fitted geometric rates (ρ, ρ_late) of a decaying sequence gₜ ≈ C ρᵗ (host-side NumPy).
+
+    ρ = exp(slope) of the least-squares line through log gₜ against t over the resolved prefix:
+    gₜ from t = 0 up to the first entry that is not above max(``floor``, 10⁻⁶ g₀) (below that, the
+    solver's tolerance and round-off dominate). ρ_late is the same fit over the second half of that
+    prefix. A geometric decay has ρ_late = ρ; an algebraic one has a local rate that creeps to 1, so
+    ρ_late > ρ, nearer 1: on t = 0..40, gₜ = 1/(1+t) fits ρ = 0.94 and ρ_late = 0.97, and its decrements
+    1/((1+t)(2+t)) fit ρ = 0.88 and ρ_late = 0.94. NaN with fewer than 3 points (6 for ρ_late).
+
+    Args:
+        gaps: (T,) the sequence, e.g. E_t − E_min or the decrements E_t − E_{t+1}.
+        floor: the absolute resolution of the gaps (entries at or below it end the prefix).
+
+    Returns:
+        (ρ, ρ_late) as floats.
+
+    Example:
+        >>> import numpy as np
+        >>> [round(r, 6) for r in _geometric_rates(3.0 * 0.7 ** np.arange(20.0))]
+        [0.7, 0.7]
+    """
+    g = np.asarray(gaps, np.float64).reshape(-1)
+    if g.size == 0 or not g[0] > 0:
+        return float("nan"), float("nan")
+    resolved = np.isfinite(g) & (g > max(float(floor), 1e-6 * g[0]))
+    count = int(np.argmin(resolved)) if not resolved.all() else g.size  # length of the resolved prefix
+    t = np.arange(count, dtype=np.float64)
+    log_g = np.log(g[:count])
+
+    def fit(lo: int) -> float:
+        return float(np.exp(np.polyfit(t[lo:], log_g[lo:], 1)[0])) if count - lo >= 3 else float("nan")
+
+    return fit(0), fit(count // 2) if count >= 6 else float("nan")
+
+
 class RetrievalReport(NamedTuple):
     """What one retrieval did (see :meth:`SinkhornHopfield.report`).
 
+    The rates test METHODS.md §2e.5, geometric decay of E(μ_t) − E_min. With E_min given they are
+    fitted to E_t − E_min; without it, to the decrements E_t − E_{t+1}, which decay at the same
+    rate (E_t − E_min = Cρᵗ ⇒ E_t − E_{t+1} = C(1 − ρ)ρᵗ) and need no estimate of E_min. (The gap
+    to the last evaluated energy, E_t − E_T, is not one: it collapses to 0 at t = T and makes any
+    decay, 1/(1+t) included, look geometric.) The fit is in ``_geometric_rates``: ρ = exp(slope) of
+    log gₜ against t over the resolved prefix of the gaps, ρ_late the same over its second half.
+
     Attributes:
-        index: argmin_k S_ε(μ_T, ξ_k), the retrieved pattern. start_index: the same at μ_0.
-        divergence: S_ε(μ_T, ξ_index). margin: second-smallest minus smallest S_ε at μ_T.
-        num_steps: moves made. stopped: the energy criterion stopped it before the budget.
-        energy_drop: E(μ_0) − E(μ_T). monotone: E never rose by more than 1e-5·(1 + |E|).
-        rate: geometric rate ρ of E_t − E_T ≈ C ρ^t (fit over the gap above 1e-6 of its start;
-            NaN with fewer than 3 such points). stayed_in_basin: S_ε(μ_t, ξ_{start_index}) ≤ its
-            radius at every t (None without radii). sinkhorn_converged: every solve converged.
+        index: argmin_k S_ε(μ_T, ξ_k), the retrieved pattern.
+        start_index: the same at μ_0.
+        divergence: S_ε(μ_T, ξ_index).
+        margin: second-smallest minus smallest S_ε at μ_T.
+        num_steps: moves made.
+        stopped: the energy criterion stopped it before the budget.
+        energy_drop: E(μ_0) − E(μ_T).
+        monotone: E never rose by more than 1e-5·(1 + |E|).
+        rate: the geometric rate ρ fitted over the whole resolved trace (NaN with fewer than 3 points).
+        late_rate: the rate fitted over its second half; geometric convergence means it stays
+            below 1 like ``rate`` (an algebraic decay drives it towards 1; NaN with fewer than 6 points).
+        stayed_in_basin: S_ε(μ_t, ξ_{start_index}) ≤ its radius at every t (None without radii).
+        sinkhorn_converged: every solve converged.
     """
 
     index: int
@@ -592,29 +645,34 @@ class RetrievalReport(NamedTuple):
     energy_drop: float
     monotone: bool
     rate: float
+    late_rate: float
     stayed_in_basin: bool | None
     sinkhorn_converged: bool
 
     @classmethod
-    def from_trace(cls, trace: Trace, radii: Any = None) -> RetrievalReport:
-        """Build the report from a single :meth:`SinkhornHopfield.retrieve` trace."""
+    def from_trace(cls, trace: Trace, radii: Any = None, *, energy_min: Any = None) -> RetrievalReport:
+        """Build the report from a single :meth:`SinkhornHopfield.retrieve` trace (``energy_min``: E_min)."""
         active = np.asarray(trace["active"])
         if active.ndim != 1:
             raise ValueError(
                 f"trace must be a single retrieval (index a batch first), got active of shape {active.shape}"
             )
         n_eval = int(active.sum())
-        energy = np.asarray(trace["energy"], np.float64)[:n_eval]
+        raw = np.asarray(trace["energy"])
+        energy = raw.astype(np.float64)[:n_eval]
         div = np.asarray(trace["divergences"], np.float64)[:n_eval]
         final = np.sort(div[-1])
         k0 = int(np.argmin(div[0]))
-        gap = energy - energy[-1]
-        keep = gap > max(gap[0], 0.0) * 1e-6
-        keep[0] = True
-        rate = float("nan")
-        idx = np.flatnonzero(keep & (gap > 0))
-        if idx.size >= 3:
-            rate = float(np.exp(np.polyfit(idx, np.log(gap[idx]), 1)[0]))
+        # Energies are only resolved to a few ulps of their size: gaps below that are round-off.
+        floor = 16.0 * float(np.finfo(raw.dtype).eps) * (1.0 + float(np.max(np.abs(energy))))
+        if energy_min is None:
+            gaps = energy[:-1] - energy[1:]
+        else:
+            e_min = float(np.asarray(energy_min, np.float64))
+            if not np.isfinite(e_min):
+                raise ValueError(f"energy_min must be finite, got {e_min}")
+            gaps = energy - e_min
+        rate, late_rate = _geometric_rates(gaps, floor=floor)
         stayed = None
         if radii is not None:
             r = np.asarray(radii, np.float64)
@@ -630,6 +688,7 @@ class RetrievalReport(NamedTuple):
             energy_drop=float(energy[0] - energy[-1]),
             monotone=not bool(np.any(rises)),
             rate=rate,
+            late_rate=late_rate,
             stayed_in_basin=stayed,
             sinkhorn_converged=bool(np.all(np.asarray(trace["converged"])[:n_eval])),
         )

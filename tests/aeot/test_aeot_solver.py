@@ -1,5 +1,6 @@
 """SemiDiscreteOT: METHODS.md §6e items 1–2 (closed form, optimality) and independent solvers (ott-jax)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -43,8 +44,11 @@ def test_1d_weighted_codes(key):
 
 @pytest.fixture(scope="module")
 def solved_2d():
+    # tol = 5e-3, half of AE-OT's 1e-2: the stop rule reads one noisy batch (here up to 2¹⁷ points), so
+    # at tol = 1e-2 the true error sits at the criterion (fresh estimates 0.0092-0.0103 measured);
+    # at 5e-3 it is 0.0062-0.0069, below it with room for the estimate's own noise.
     codes = jr.normal(jr.key(11), (20, 2))
-    solver = aeot.SemiDiscreteOT(codes, tol=2e-2)
+    solver = aeot.SemiDiscreteOT(codes, tol=5e-3)
     return solver, solver.solve(jr.key(12))
 
 
@@ -52,9 +56,13 @@ def test_optimal_cell_masses_and_dual_minimum(solved_2d):
     solver, res = solved_2d
     n = res.codes.shape[0]
     assert bool(res.converged)
-    # A fresh estimate on 2^18 points (not the batch that met the criterion): within 3e-2/n of 1/n.
-    masses = solver.cell_masses(jr.key(5), res.heights, 2**18)
-    assert n * float(jnp.max(jnp.abs(masses - 1.0 / n))) < 3e-2
+    # METHODS §6e.2 (AE-OT's criterion): cell masses within 1e-2/n of 1/n, on fresh estimates of 2¹⁹
+    # points each (not the batch that met the stop rule). Two independent estimates agree to 2e-3/n
+    # (measured ≤ 1.1e-3/n), so the 1e-2/n bound is resolved by them, not blurred by their own noise.
+    first, second = (solver.cell_masses(jr.key(k), res.heights, 2**19) for k in (5, 7))
+    assert n * float(jnp.max(jnp.abs(first - second))) < 2e-3
+    for masses in (first, second):
+        assert n * float(jnp.max(jnp.abs(masses - 1.0 / n))) < 1e-2
     # E(h) = ∫u_h dμ − Σνh is convex and minimal at h*: every perturbation raises it (one fixed point set).
     x = aeot.sample_source(jr.key(6), 2**18, 2, sampling="sobol")
 
@@ -118,9 +126,13 @@ def test_chunking_does_not_change_the_estimate(key):
 
 
 def test_warm_start_from_the_solution_stops_at_once(solved_2d):
+    # Warm-started from h* (cell masses within 7e-3/n) at a tolerance it already meets: the first step's
+    # fresh batch meets it. tol is a leaf: the same compiled solve.
     solver, res = solved_2d
-    again = solver.solve(jr.key(99), init=res.heights)
-    assert again.num_iterations < res.num_iterations
+    loose = eqx.tree_at(lambda s: s.tol, solver, jnp.asarray(2e-2, solver.tol.dtype))
+    again = loose.solve(jr.key(99), init=res.heights)
+    assert bool(again.converged)
+    assert again.num_iterations == 1 < res.num_iterations
 
 
 def test_bad_inputs_name_the_argument():
