@@ -325,6 +325,7 @@ class RunContext:
         self.seed = seed
         self.progress = progress
         self.figures: list[str] = []
+        self.captions: dict[str, str] = {}
 
     def grid_bar(self, total: int, desc: str) -> Any:
         """The one progress bar over an experiment's grid cells (each cell's steps run on the runtime's loop).
@@ -340,8 +341,11 @@ class RunContext:
         """A folder for the checkpoints of one run inside this experiment."""
         return self.out / "checkpoints" / name
 
-    def save_figure(self, fig: Any, name: str) -> str:
-        """Write a matplotlib figure as ``name.png`` atomically; returns the file name."""
+    def save_figure(self, fig: Any, name: str, caption: str = "") -> str:
+        """Write a matplotlib figure as ``name.png`` atomically; returns the file name.
+
+        ``caption`` (one line: what to look for) is printed under the figure in ``report.md``.
+        """
         import matplotlib.pyplot as plt
 
         buf = io.BytesIO()
@@ -350,6 +354,8 @@ class RunContext:
         fname = f"{name}.png"
         atomic_write_bytes(self.out / fname, buf.getvalue())
         self.figures.append(fname)
+        if caption.strip():
+            self.captions[fname] = " ".join(caption.split())
         return fname
 
 
@@ -450,7 +456,9 @@ def _run_locked(exp: Experiment, seed: int, cfg: Any, out: Path, *, progress: bo
     metrics = {**metrics, "wall_time_s": round(time.perf_counter() - start, 3)}
     atomic_write_bytes(out / "config.yaml", yaml.safe_dump(_jsonable(resolved), sort_keys=False).encode())
     atomic_write_bytes(out / "metrics.json", (json.dumps(_jsonable(metrics), indent=2) + "\n").encode())
-    figures = "\n".join(f"![{f}]({f})" for f in ctx.figures)
+    figures = "\n\n".join(
+        f"![{f}]({f})" + (f"\n\n*Look for:* {ctx.captions[f]}" if f in ctx.captions else "") for f in ctx.figures
+    )
     text = f"# {exp.name}\n\n{exp.description}\n\n{report.strip()}\n\n{figures}\n"
     atomic_write_bytes(out / "report.md", text.encode())
     return metrics

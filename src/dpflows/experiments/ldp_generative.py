@@ -428,7 +428,12 @@ def _plot_scatter(ctx, cfg, settings, examples):
                 if c == 0:
                     ax.set_ylabel(_label(mech, eps), fontsize=9)
         fig.suptitle(f"{dataset}: clean data (gray) and fits to the LDP release (red)", fontsize=10)
-        ctx.save_figure(fig, f"scatter_{dataset}")
+        ctx.save_figure(
+            fig,
+            f"scatter_{dataset}",
+            caption="The matched loss pulls the red particles back onto the grey clean modes (it deconvolves); the "
+            "divergence, small ε and W₂ reproduce the blurred, privatised law.",
+        )
 
 
 def _plot_curves(ctx, cfg, results, baseline):
@@ -454,7 +459,12 @@ def _plot_curves(ctx, cfg, results, baseline):
         ax.set_ylabel("W₂ to clean held-out data")
         ax.set_title(f"{dataset}, {model}", fontsize=10)
         ax.legend(fontsize=7)
-    ctx.save_figure(fig, "w2_vs_epsilon")
+    ctx.save_figure(
+        fig,
+        "w2_vs_epsilon",
+        caption="The matched curve should lie below the divergence and below the privatised data (dotted): a lower "
+        "W₂ to clean data at every ε.",
+    )
     if "eight_gaussians" in cfg.datasets:
         fig, axes = plt.subplots(1, len(cfg.models), figsize=(4.2 * len(cfg.models), 3.4), squeeze=False)
         for ax, model in zip(axes[0], cfg.models, strict=True):
@@ -470,7 +480,11 @@ def _plot_curves(ctx, cfg, results, baseline):
             ax.set_ylabel("mode coverage (8 Gaussians)")
             ax.set_title(model, fontsize=10)
             ax.legend(fontsize=7)
-        ctx.save_figure(fig, "mode_coverage")
+        ctx.save_figure(
+            fig,
+            "mode_coverage",
+            caption="The matched loss recovers more of the 8 modes than the losses that fit the noisy law.",
+        )
 
 
 register(
@@ -481,16 +495,17 @@ register(
     # the Gaussian and Laplace ε are separate settings (not crossed), each crossed with the datasets.
     sweep_keys={"epsilon": "epsilons", "laplace_epsilon": "laplace_epsilons", "dataset": "datasets"},
     sweep_product=[("datasets", "epsilons"), ("datasets", "laplace_epsilons")],
+    # One compiled program per (noise, loss): Gaussian only, at ε where 1500 records show the deconvolution.
     demo={
         "datasets": ["eight_gaussians"],
-        "epsilons": [5.0, 10.0],
-        "laplace_epsilons": [10.0],
+        "epsilons": [10.0, 20.0],
+        "laplace_epsilons": [],
         "losses": ["matched", "divergence"],
         "models": ["particles"],
         "num_private": 1500,
         "num_test": 400,
-        "num_particles": 400,
-        "particle_steps": 30,
+        "num_particles": 300,
+        "particle_steps": 40,
         "data_batch_size": 1000,
         "num_seeds": 1,
     },
@@ -632,7 +647,12 @@ def run_ldp_digits(cfg: LDPDigitsConfig, ctx: RunContext):
     for ax in axes:
         ax.set_xlabel("noise σ per pixel (pixels in [0, 1])")
         ax.legend(fontsize=7)
-    ctx.save_figure(fig, "digits_vs_sigma")
+    ctx.save_figure(
+        fig,
+        "digits_vs_sigma",
+        caption="Right: the fitted particles sit far closer to the clean test digits (MMD², log scale) than the "
+        "privatised images; left: a classifier trained on them, against the clean-data line.",
+    )
 
     rows_img = [("clean", grids["clean"])] + [
         (f"σ={sg:g} {k}", grids[(sg, k)]) for sg in cfg.sigmas for k in cols if (sg, k) in grids
@@ -643,7 +663,12 @@ def run_ldp_digits(cfg: LDPDigitsConfig, ctx: RunContext):
             axes[r, c].imshow(np.clip(imgs[c] + 0.5, 0, 1).reshape(8, 8), cmap="gray_r", vmin=0, vmax=1)
             axes[r, c].axis("off")
         axes[r, 0].text(-1.0, 4, name, ha="right", va="center", fontsize=7)
-    ctx.save_figure(fig, "digits_samples")
+    ctx.save_figure(
+        fig,
+        "digits_samples",
+        caption="The privatised rows are covered in noise; the fitted particles of each class should read as "
+        "smoothed digits.",
+    )
 
     report = f"""
 Digits (8×8, pixels in [0, 1], centred at ½) split into {len(train)} private training / {n_test} test images.
@@ -668,5 +693,7 @@ register(
     LDPDigitsConfig,
     description="Digits under per-record Gaussian LDP: per-class particle models, downstream accuracy vs σ.",
     sweep_keys={"sigma": "sigmas"},  # every σ is a member of each class's fit_particles sweep
-    demo={"sigmas": [0.6], "steps": 20, "num_seeds": 1, "losses": ["matched", "divergence"]},
+    # The classes differ in size, so every loss compiles once per class: the demo fits the matched loss only
+    # (ldp_2d compares it with the divergence). Two σ are members of the same sweeps (no extra compile).
+    demo={"sigmas": [0.3, 1.0], "steps": 20, "num_seeds": 1, "losses": ["matched"]},
 )(run_ldp_digits)
