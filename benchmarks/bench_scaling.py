@@ -112,12 +112,37 @@ class HostCall:
 CASES: dict[str, tuple[Callable, int, int, str]] = {
     "ULA": (ula, 1_000_000, 1_000_000, "one Langevin step on a 2-mode mixture"),
     "SHK (exact KDE)": (shk_exact, 10_000, 100_000, "transport + reaction with the exact O(n²) leave-one-out KDE"),
-    "SHK (subsample KDE)": (shk_subsample, 1_000_000, 1_000_000, "the same with the O(n·m) KDE against m = 256 references"),
-    "Sinkhorn Hopfield": (hopfield, 10_000, 10_000, "one retrieval step: 4 stored clouds of n points, 50 dense Sinkhorn iterations"),
+    "SHK (subsample KDE)": (
+        shk_subsample,
+        1_000_000,
+        1_000_000,
+        "the same with the O(n·m) KDE against m = 256 references",
+    ),
+    "Sinkhorn Hopfield": (
+        hopfield,
+        10_000,
+        10_000,
+        "one retrieval step: 4 stored clouds of n points, 50 dense Sinkhorn iterations",
+    ),
     "DP-SW": (dp_sw, 1_000_000, 1_000_000, "one flow step from a 64-direction release"),
-    "Muon mean-field": (muon_meanfield, 1_000_000, 1_000_000, "one damped Hamiltonian step, n particles of 2×5 matrices, 256 inputs"),
-    "LDP loss": (ldp_loss, 10_000, 10_000, "matched entropic loss and its gradient, n model vs n private points, 50 dense Sinkhorn iterations"),
-    "AE-OT estimate": (aeot_estimate, 1_000_000, 1_000_000, "the solver's step: cell masses of 4096 source points over n codes"),
+    "Muon mean-field": (
+        muon_meanfield,
+        1_000_000,
+        1_000_000,
+        "one damped Hamiltonian step, n particles of 2×5 matrices, 256 inputs",
+    ),
+    "LDP loss": (
+        ldp_loss,
+        10_000,
+        10_000,
+        "matched entropic loss and its gradient, n model vs n private points, 50 dense Sinkhorn iterations",
+    ),
+    "AE-OT estimate": (
+        aeot_estimate,
+        1_000_000,
+        1_000_000,
+        "the solver's step: cell masses of 4096 source points over n codes",
+    ),
 }
 
 
@@ -127,7 +152,7 @@ def _measure(build: Callable, n: int, key) -> tuple[float, float]:
         return median_time(lambda: fn.fn(*args), repeats=3), math.nan
     compiled = jax.jit(fn).lower(*args).compile()
     mem = compiled.memory_analysis()
-    peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+    peak = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes - mem.alias_size_in_bytes
     seconds = median_time(lambda: compiled(*args), repeats=3)
     return seconds, peak
 

@@ -15,7 +15,8 @@ def test_readme_tour_runs(capsys):
     # The tour's own claims: SHK puts ≈ 0.1 of the mass on the light mode, and the release says what it covers.
     heavy_light = float(namespace["state"].weights[namespace["state"].x[:, 0] > 0].sum())
     assert abs(heavy_light - 0.1) < 0.03, heavy_light
-    assert bool(namespace["trace"].ok) and bool(namespace["traces"].ok.all())
+    assert bool(namespace["trace"].ok)
+    assert bool(namespace["traces"].ok.all())
     assert "[covers: mechanism]" in printed
     assert namespace["samples"].x.shape == (2000, 2)
 
