@@ -669,3 +669,16 @@ def test_sweep_over_a_sweep_key_is_one_run_with_one_sweep(tmp_path, capsys, monk
     assert yaml.safe_load((out / "config.yaml").read_text())["epsilons"] == [5.0, 10.0]
     index = json.loads((out / "sweep.json").read_text())
     assert [r["folder"] for r in index["runs"]] == ["."]
+
+
+def test_a_runs_config_yaml_with_infinite_epsilon_runs_again(tmp_path):
+    """config.yaml keeps ε = ∞ as YAML's .inf, and older runs' "inf" strings still load as floats."""
+    exp, seed, cfg = load_config({"experiment": "swf_2d", "epsilons": [float("inf"), 10.0], "seed": 4})
+    out = tmp_path / "config.yaml"
+    out.write_text(yaml.safe_dump(_registry._yamlable(_registry.resolved_config(exp, seed, cfg)), sort_keys=False))
+    assert "- .inf" in out.read_text()
+    assert load_config(out) == (exp, seed, cfg)
+    old = {"experiment": "swf_2d", "epsilons": ["inf", "+Infinity", 10.0]}
+    assert load_config(old)[2].epsilons == (float("inf"), float("inf"), 10.0)
+    with pytest.raises(TypeError, match="'epsilons' must be a number"):
+        load_config({"experiment": "swf_2d", "epsilons": ["infinite", 10.0]})

@@ -12,15 +12,21 @@ from dpflows.privacy import mechanisms
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-# slow (25 s): an experiment-level claim at small size; `make test-slow` runs it.
+# slow (~40 s): the headline claim of docs/reproductions/ldp.md at small size; `make test-slow` runs it.
 @pytest.mark.slow
 def test_ldp_2d_small_matched_beats_the_comparators(tmp_path):
+    """Matched entropic OT recovers the clean law; the divergence, a 10x smaller λ and W₂ fit the noisy one.
+
+    Margins: in the committed 3-seed run (docs/reproductions/runs/ldp_2d, 3000 records) the matched W₂ is
+    2.1-5x below the best comparator's at ε = 10, a gap of 8-33 seed sd; 0.75 leaves room for this
+    smaller run's single seed.
+    """
     cfg = {
         "experiment": "ldp_2d",
         "datasets": ["eight_gaussians"],
         "epsilons": [10.0],
         "laplace_epsilons": [10.0],
-        "losses": ["matched", "divergence", "small_eps"],
+        "losses": ["matched", "divergence", "small_eps", "w2"],
         "models": ["particles"],
         "num_private": 1500,
         "num_test": 300,
@@ -33,7 +39,7 @@ def test_ldp_2d_small_matched_beats_the_comparators(tmp_path):
     m = run_experiment(cfg, tmp_path / "out")
     for noise in ("gaussian/10", "laplace/10"):
         w2 = {v: m["runs"][f"eight_gaussians/{noise}/particles/{v}"]["w2"][0] for v in cfg["losses"]}
-        assert w2["matched"] < 0.75 * min(w2["divergence"], w2["small_eps"]), (noise, w2)
+        assert w2["matched"] < 0.75 * min(w2["divergence"], w2["small_eps"], w2["w2"]), (noise, w2)
         assert w2["matched"] < 0.6 * m["privatized"][f"eight_gaussians/{noise}"]["w2"][0]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Noise seed disclosed" in report

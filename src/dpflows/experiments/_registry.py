@@ -202,6 +202,9 @@ def get(name: str) -> Experiment:
     return _REGISTRY[name]
 
 
+_NONFINITE = ("inf", "+inf", "-inf", "infinity", "+infinity", "-infinity")
+
+
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     """Check/convert one config value against its dataclass annotation, naming the key."""
     if isinstance(annotation, str):
@@ -226,6 +229,8 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         (inner, *_) = typing.get_args(annotation) or (Any,)
         return tuple(_coerce(name, v, inner) for v in value)
     if annotation is float:
+        if isinstance(value, str) and value.strip().lower() in _NONFINITE:
+            return float(value)  # "inf" as older runs' config.yaml wrote it (YAML's own form is .inf)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError(f"config key {name!r} must be a number, got {value!r}")
         return float(value)
@@ -359,6 +364,17 @@ class RunContext:
         return fname
 
 
+def _yamlable(value: Any) -> Any:
+    """Plain YAML values: like :func:`_jsonable`, but ±inf stay floats (YAML writes them as .inf)."""
+    if isinstance(value, Mapping):
+        return {str(k): _yamlable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_yamlable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _yamlable(value.tolist())
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -454,7 +470,7 @@ def _run_locked(exp: Experiment, seed: int, cfg: Any, out: Path, *, progress: bo
     start = time.perf_counter()
     metrics, report = exp.fn(cfg, ctx)
     metrics = {**metrics, "wall_time_s": round(time.perf_counter() - start, 3)}
-    atomic_write_bytes(out / "config.yaml", yaml.safe_dump(_jsonable(resolved), sort_keys=False).encode())
+    atomic_write_bytes(out / "config.yaml", yaml.safe_dump(_yamlable(resolved), sort_keys=False).encode())
     atomic_write_bytes(out / "metrics.json", (json.dumps(_jsonable(metrics), indent=2) + "\n").encode())
     figures = "\n\n".join(
         f"![{f}]({f})" + (f"\n\n*Look for:* {ctx.captions[f]}" if f in ctx.captions else "") for f in ctx.figures
