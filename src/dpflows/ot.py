@@ -453,9 +453,41 @@ def _problem(x, y, a, b, epsilon, cost):
         raise TypeError(f"x and y must have the same dtype, got {x.dtype} and {y.dtype}")
     _validate.one_of("cost", cost, COSTS)
     _validate.positive("epsilon", epsilon)
+    _validate.representable("epsilon", epsilon, x.dtype)
+    squared = _check_squared_span("x and y", x.dtype, x.shape[1], x, y)
+    eps = jnp.asarray(epsilon, x.dtype)
+    if _validate.is_concrete(eps):
+        low = float(np.min(np.asarray(eps, np.float64)))
+        if not low > 0 or (squared is not None and squared / low > 0.25 * float(jnp.finfo(x.dtype).max)):
+            raise ValueError(
+                f"epsilon = {_validate.show(epsilon)} is too small for these clouds in {jnp.dtype(x.dtype)}: "
+                "cost / epsilon overflows (or epsilon rounds to 0); use a larger epsilon or float64"
+            )
     a = _weights("a", a, x.shape[0], x.dtype)
     b = _weights("b", b, y.shape[0], x.dtype)
-    return x, y, a, b, jnp.asarray(epsilon, x.dtype)
+    return x, y, a, b, eps
+
+
+def _check_squared_span(names: str, dtype, d: int, *arrays, scale: Any = None) -> float | None:
+    """Raise ``ValueError`` naming ``names`` if squared distances between the (concrete) points overflow.
+
+    ‖x − y‖² ≤ d·(2·max|coordinate|)² (times ``scale``², e.g. a direction's norm); past a quarter of the
+    dtype's largest value the cost matrix or the projections' squares would hold inf, and Sinkhorn or
+    the 1-D transport would return NaN. Tracers are skipped (the run's health checks catch them).
+    Returns the bound (None for tracers).
+    """
+    concrete = all(_validate.is_concrete(v) for v in arrays)
+    if not concrete or (scale is not None and not _validate.is_concrete(scale)):
+        return None
+    span = max(float(np.max(np.abs(np.asarray(v, np.float64)))) for v in arrays)
+    factor = 1.0 if scale is None else float(scale)
+    bound = d * (2.0 * span * factor) ** 2
+    if bound > 0.25 * float(jnp.finfo(dtype).max):
+        raise ValueError(
+            f"{names} are too far apart for {jnp.dtype(dtype)}: squared distances reach ~{bound:.3g}, "
+            "which overflows; rescale them (or use float64)"
+        )
+    return bound
 
 
 @eqx.filter_jit
@@ -1114,9 +1146,14 @@ def sliced_wasserstein(x: Any, y: Any, *, directions: Any, a: Any = None, b: Any
     Projections are laid out (k, n) so sorting runs along the last axis (faster on XLA:CPU).
     """
     x, y = _cloud("x", x), _cloud("y", y)
-    theta = _validate.finite("directions", _validate.floating_array("directions", directions)).astype(x.dtype)
+    theta = _validate.finite("directions", _validate.floating_array("directions", directions))
+    _validate.representable("directions", theta, x.dtype)
+    theta = theta.astype(x.dtype)
     if theta.ndim != 2 or theta.shape[1] != x.shape[1] or y.shape[1] != x.shape[1]:
         raise ValueError(f"directions must have shape (k, {x.shape[1]}) matching x and y, got {theta.shape}")
+    if _validate.is_concrete(theta):
+        norm = float(np.max(np.linalg.norm(np.asarray(theta, np.float64), axis=1)))
+        _check_squared_span("x, y and directions", x.dtype, x.shape[1], x, y, scale=norm)
     a = _weights("a", a, x.shape[0], x.dtype)
     b = _weights("b", b, y.shape[0], x.dtype)
     px, py = theta @ x.T, theta @ y.T  # (k, n), (k, m)

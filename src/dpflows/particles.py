@@ -108,7 +108,8 @@ class Particles(eqx.Module):
                 if np.any(np.isnan(lw) | (lw == np.inf)):
                     raise ValueError("logw must not contain NaN or +inf (use -inf for zero weight)")
                 finite_lw = lw[np.isfinite(lw)]
-                total = float(np.exp(np.logaddexp.reduce(finite_lw))) if finite_lw.size else 0.0
+                log_total = float(np.logaddexp.reduce(finite_lw)) if finite_lw.size else -np.inf
+                total = float(np.exp(min(log_total, 700.0)))  # capped: exp(710) overflows float64
                 if normalise:
                     if not total > 0:
                         raise ValueError("logw must give some particle a positive weight")
@@ -253,6 +254,9 @@ def reweight(particles: Particles, potential: Float[Array, " n"], rate: Any) -> 
     a = particles.weights
     centred = psi - jnp.sum(jnp.where(a > 0, a * psi, 0.0))
     logw = particles.logw - jnp.asarray(rate, particles.logw.dtype) * centred
+    # Shift by the max first: with |rate·ψ| ≫ 1 the small terms (log n, log 2) vanish next to the large
+    # ones in float32, and subtracting logsumexp directly would leave weights that sum to 2 or more.
+    logw = logw - jnp.max(logw)
     logw = logw - logsumexp(logw)
     return Particles(x=particles.x, logw=logw, v=particles.v, t=particles.t, aux=particles.aux)
 

@@ -132,6 +132,7 @@ class GaussianMixturePotential(eqx.Module):
         weights = _validate.floating_array("weights", weights).astype(means.dtype)
         if weights.shape != (k,):
             raise ValueError(f"weights must have shape ({k},) to match means, got {weights.shape}")
+        _validate.representable("scales", scales, means.dtype)  # before any cast: 1e300 → inf in float32
         scales = _validate.floating_array("scales", scales).astype(means.dtype)
         if scales.shape not in ((), (k,)):
             raise ValueError(f"scales must be a scalar or have shape ({k},) to match means, got {scales.shape}")

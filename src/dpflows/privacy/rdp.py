@@ -119,7 +119,9 @@ def rdp_subsampled_gaussian(orders: Array, sampling_rate, noise_multiplier, *, m
     max_order = _validate.positive_int("max_order", max_order)
     _validate.required("sampling_rate", sampling_rate)
     _validate.in_closed_interval("sampling_rate", sampling_rate, 0.0, 1.0)
-    _noise(noise_multiplier)
+    if np.ndim(sampling_rate) != 0:
+        raise ValueError(f"sampling_rate must be a scalar (vmap over rates), got shape {np.shape(sampling_rate)}")
+    _noise(noise_multiplier, scalar=True)
     dtype = jnp.result_type(float)
     a = _validate.floating_array("orders", orders).astype(dtype)
     # The binomial sum is exact only for integer α ≤ max_order: anything else would silently
