@@ -91,6 +91,9 @@ def floating_array(name: str, value: Any, *, min_ndim: int = 0) -> jax.Array:
             raise TypeError(f"{name} must be an array, got {type(value).__name__}") from err
         if np_arr.dtype == object or not np.issubdtype(np_arr.dtype, np.number):
             raise TypeError(f"{name} must be a numeric array, got dtype {np_arr.dtype}")
+        if np.issubdtype(np_arr.dtype, np.floating):
+            # float64 input becomes float32 without x64: refuse values that would overflow to inf
+            representable(name, np_arr, jax.dtypes.canonicalize_dtype(np_arr.dtype))
         arr = jnp.asarray(np_arr)
     if jnp.issubdtype(arr.dtype, jnp.complexfloating):
         raise TypeError(f"{name} must be real, got dtype {arr.dtype}")

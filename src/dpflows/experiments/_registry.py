@@ -364,27 +364,24 @@ class RunContext:
         return fname
 
 
-def _yamlable(value: Any) -> Any:
-    """Plain YAML values: like :func:`_jsonable`, but ±inf stay floats (YAML writes them as .inf)."""
+def _yamlable(value: Any, *, nonfinite_as_text: bool = False) -> Any:
+    """Plain YAML values (mappings, lists, scalars).
+
+    ±inf stay floats (YAML writes .inf) unless ``nonfinite_as_text`` (JSON has no inf: :func:`_jsonable`).
+    """
     if isinstance(value, Mapping):
-        return {str(k): _yamlable(v) for k, v in value.items()}
+        return {str(k): _yamlable(v, nonfinite_as_text=nonfinite_as_text) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_yamlable(v) for v in value]
+        return [_yamlable(v, nonfinite_as_text=nonfinite_as_text) for v in value]
     if hasattr(value, "tolist"):
-        return _yamlable(value.tolist())
+        return _yamlable(value.tolist(), nonfinite_as_text=nonfinite_as_text)
+    if nonfinite_as_text and isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return value
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
+    return _yamlable(value, nonfinite_as_text=True)
 
 
 def run_experiment(
